@@ -1,0 +1,3 @@
+from fetal_detect.cli import main
+
+raise SystemExit(main())

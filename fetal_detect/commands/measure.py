@@ -1,0 +1,64 @@
+"""``measure KIND IMAGE``: one measurement as JSON, optionally with an overlay PNG.
+
+Each kind is one small function below (``_hc``, ...) registered in ``KINDS``.
+"""
+import math
+import time
+
+from fetal_detect.errors import FetalDetectError
+
+
+def positive_mm(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise FetalDetectError(f"--pixel-size must be a number of mm, got '{text}'") from None
+    if not (v > 0 and math.isfinite(v)):
+        raise FetalDetectError(f"--pixel-size must be > 0 mm, got {text}")
+    return v
+
+
+def _add_common(p):
+    p.add_argument("image", help="PNG/JPEG/BMP/TIFF or DICOM file")
+    p.add_argument("--pixel-size", dest="pixel_size", metavar="MM",
+                   help="mm per pixel; DICOM calibration is used when absent; without either, results are in px")
+    p.add_argument("--weights", help="model (.pt or .onnx); default: the shipped one")
+    p.add_argument("--overlay", metavar="PNG", help="write the image with the measurement drawn")
+
+
+def _hc(args) -> dict:
+    from fetal_detect.io import load_image
+    from fetal_detect.pipeline import HCMeasurer, public
+    from fetal_detect.report import draw_hc, write_image
+
+    t0 = time.perf_counter()
+    loaded = load_image(args.image)
+    px = positive_mm(args.pixel_size) if args.pixel_size else loaded.pixel_size_mm
+    measurer = HCMeasurer(args.weights)
+    res = measurer(loaded.image, px)
+    if args.overlay:
+        write_image(args.overlay, draw_hc(loaded.image, res))
+        res["overlay"] = args.overlay
+    res["processing_ms"] = round((time.perf_counter() - t0) * 1000, 1)
+    res["pixel_size_source"] = "--pixel-size" if args.pixel_size else loaded.pixel_size_source
+    res["model"] = measurer.model_info
+    return public(res)
+
+
+KINDS = {"hc": (_hc, "head circumference, BPD, OFD (mm) and GA from the skull")}
+
+
+def register(sub):
+    p = sub.add_parser("measure", help="measure one image (hc, nt) and print JSON")
+    kinds = p.add_subparsers(dest="kind", metavar="KIND", required=True)
+    for name, (fn, helptext) in KINDS.items():
+        k = kinds.add_parser(name, help=helptext, description=helptext)
+        _add_common(k)
+        k.set_defaults(func=lambda args, fn=fn: _run(fn, args))
+
+
+def _run(fn, args) -> int:
+    from fetal_detect.commands import print_json
+
+    print_json(fn(args))
+    return 0

@@ -1,0 +1,1 @@
+"""Engines: training (Ultralytics and the GAN loop)."""

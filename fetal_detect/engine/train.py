@@ -1,0 +1,107 @@
+"""Training: the task table row + a registry dataset -> an Ultralytics model trained from its yaml.
+
+Models are always built from their yaml (no pretrained download exists here) with a fixed seed and
+deterministic ops. Outputs go to ``runs/train/<task>/<name>/`` (Ultralytics' own plots and CSV) and
+a sidecar ``weights/best.json`` that the runtime reads (task, classes, imgsz, dataset, calibration).
+"""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import statistics
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from fetal_detect import settings
+from fetal_detect.data import registry
+from fetal_detect.errors import FetalDetectError
+from fetal_detect.tasks import Task, get_task
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainResult:
+    task: str
+    weights: Path
+    run_dir: Path
+    metrics: dict = field(default_factory=dict)
+
+
+def default_device() -> str:
+    import torch
+
+    return "0" if torch.cuda.is_available() else "cpu"
+
+
+def train(task: str | Task, data: str | None = None, epochs: int | None = None, imgsz: int | None = None,
+          model: str | None = None, batch: int | None = None, workers: int = 2, seed: int = 0,
+          device: str | None = None, fold: int | None = None, folds: int | None = None,
+          name: str | None = None, hours: float | None = None, patience: int = 100,
+          fraction: float = 1.0, extra: dict | None = None) -> TrainResult:
+    """Train one model for ``task`` on ``data`` (a datasets.yaml name or a folder). Returns its best weights."""
+    t = get_task(task) if isinstance(task, str) else task
+    if t.kind == "gan":
+        from fetal_detect.gan import train as gan_train  # the GAN has its own loop
+
+        return gan_train.train(data=data or t.data, epochs=epochs or t.epochs, imgsz=imgsz or t.imgsz,
+                               batch=batch or t.batch, seed=seed, name=name)
+    if epochs is not None and epochs < 1:
+        raise FetalDetectError(f"--epochs must be >= 1, got {epochs}")
+    prepared = registry.prepare(data or t.data, t.kind, folds=folds, fold=fold or 0)
+    device = device or default_device()
+    settings.configure_ultralytics_offline()
+    from ultralytics import YOLO
+
+    settings.disable_ultralytics_network()
+    model_cfg = model or t.model
+    if model_cfg.endswith(".pt") and not Path(model_cfg).exists():
+        raise FetalDetectError(f"{model_cfg}: weights not found (no downloads here; pass a .yaml to train from scratch)")
+    yolo = YOLO(model_cfg, task=t.kind)
+    run_name = name or (f"fold{fold}" if folds else "train")
+    project = settings.RUNS_DIR / "train" / t.name
+    args = dict(data=str(prepared.data), epochs=epochs or t.epochs, imgsz=imgsz or t.imgsz, batch=batch or t.batch,
+                workers=workers, seed=seed, deterministic=True, device=device, amp=device != "cpu",
+                pretrained=False, project=str(project), name=run_name, exist_ok=True, patience=patience,
+                fraction=fraction, plots=True, verbose=True, hsv_h=0.0, hsv_s=0.0)
+    if hours:
+        args["time"] = hours
+    args.update(extra or {})
+    results = yolo.train(**args)
+    trainer = yolo.trainer
+    best = Path(trainer.best if Path(trainer.best).exists() else trainer.last)
+    metrics = {k: float(v) for k, v in (getattr(results, "results_dict", None) or {}).items()
+               if isinstance(v, (int, float)) and math.isfinite(v)}
+    sidecar = {"task": t.name, "kind": t.kind, "names": prepared.names, "imgsz": args["imgsz"],
+               "dataset": prepared.manifest["dataset"], "dataset_fingerprint": prepared.manifest["fingerprint"],
+               "split": prepared.manifest["split_rule"], "counts": prepared.manifest["counts"],
+               "epochs": args["epochs"], "seed": seed, "model": model_cfg, "preprocess": list(t.preprocess),
+               "ultralytics_metrics": metrics}
+    if t.measure == "hc":
+        from fetal_detect.evaluate.hc_seg import calibrate_on_training_split
+
+        sidecar["calibration"] = calibrate_on_training_split(best, prepared).__dict__
+    sidecar_path = best.with_suffix(".json")
+    sidecar_path.write_text(json.dumps(sidecar, indent=2, default=str) + "\n")
+    log.info("best weights: %s (sidecar %s)", best, sidecar_path.name)
+    return TrainResult(t.name, best, Path(trainer.save_dir), metrics)
+
+
+def train_folds(task: str, folds: int, evaluate_fold=None, **kwargs) -> dict:
+    """Patient-level K-fold cross-validation: train K models, return per-fold metrics and mean +- SD."""
+    per_fold = []
+    for k in range(folds):
+        res = train(task, fold=k, folds=folds, name=f"fold{k}", **kwargs)
+        m = evaluate_fold(res, k) if evaluate_fold else res.metrics
+        per_fold.append(m)
+    keys = sorted({k for m in per_fold for k, v in m.items() if isinstance(v, (int, float))})
+    summary = {}
+    for key in keys:
+        vals = [m[key] for m in per_fold if isinstance(m.get(key), (int, float))]
+        summary[key] = {"mean": statistics.fmean(vals), "sd": statistics.stdev(vals) if len(vals) > 1 else 0.0}
+    out = {"task": task, "folds": folds, "per_fold": per_fold, "summary": summary}
+    path = settings.RUNS_DIR / "train" / task / f"cv-{folds}fold.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(out, indent=2) + "\n")
+    return out

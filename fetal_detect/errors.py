@@ -1,0 +1,12 @@
+"""The one exception type for user errors. The CLI prints it as one line; the service answers 4xx."""
+
+
+class FetalDetectError(Exception):
+    """A problem with the user's input (file, flag, dataset), reported as one line, never a traceback.
+
+    ``status`` is the HTTP status the web service answers with (400 by default).
+    """
+
+    def __init__(self, message: str, status: int = 400):
+        super().__init__(message)
+        self.status = status

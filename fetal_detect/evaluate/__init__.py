@@ -1,0 +1,1 @@
+"""Evaluation per task: metrics, plots and reports written under an output folder."""

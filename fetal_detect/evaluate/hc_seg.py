@@ -1,0 +1,203 @@
+"""Evaluate ``hc-seg``: Dice, HC error (mm), Hausdorff (mm), Bland-Altman and a worst-cases sheet.
+
+``--data`` is a folder in the HC18 layout (every image is scored), a registry name (its held-out
+``val`` split is scored, so training images are never counted) or ``phantom-hc`` (fresh phantoms
+with exact truth, written in the HC18 layout under the output folder).
+"""
+from __future__ import annotations
+
+import logging
+import math
+from pathlib import Path
+
+import numpy as np
+
+from fetal_detect import settings
+from fetal_detect.data.converters.hc18 import HC18Item, iter_hc18
+from fetal_detect.errors import FetalDetectError
+from fetal_detect.measure.geometry import dice, ellipse_perimeter, fit_ellipse, hausdorff_px
+from fetal_detect.measure.hc import HCCalibration, fit_calibration
+from fetal_detect.report import contact_sheet, draw_hc, write_csv, write_image, write_json
+
+log = logging.getLogger(__name__)
+
+
+def items_for(data: str | Path, split: str = "val", out: Path | None = None) -> tuple[list[HC18Item], list[dict], str]:
+    """HC18 items to score and the problems found, from a folder, a registry split or phantoms."""
+    from fetal_detect.data import registry
+
+    p = Path(data)
+    if p.is_dir():
+        items, problems = iter_hc18(p)
+        return items, problems, f"folder {p}"
+    entry = registry.get_entry(str(data))
+    if entry.layout == "phantom":
+        from fetal_detect.data.phantom import write_hc18_layout
+
+        folder = Path(out or settings.RUNS_DIR / "evaluate") / "phantom-data"
+        src = entry.source
+        write_hc18_layout(folder, int(src.get("n", 40)), int(src.get("seed", 0)) + 100_000)
+        items, problems = iter_hc18(folder)
+        return items, problems, f"{len(items)} fresh phantoms (seed {int(src.get('seed', 0)) + 100_000})"
+    prepared = registry.prepare(str(data), "segment")
+    return split_items(prepared, split), [], f"{entry.name} {split} split (patient-disjoint)"
+
+
+def split_items(prepared, split: str) -> list[HC18Item]:
+    """HC18 items of one split of a prepared HC dataset (masks read from the original source)."""
+    import pandas as pd
+
+    from fetal_detect.data.converters.hc18 import _find_mask
+
+    meta = pd.read_csv(prepared.root / "meta.csv", dtype={"patient": str})
+    rows = meta[meta["split"] == split]
+    if rows.empty:
+        raise FetalDetectError(f"dataset '{prepared.manifest['dataset']}' has no '{split}' split")
+    items = []
+    for _, r in rows.iterrows():
+        img = (prepared.root / r["file"]).resolve()  # follows the link to the source image
+        root = img.parent.parent if img.parent.name == "images" else img.parent
+        hc = r.get("hc_mm")
+        items.append(HC18Item(img, _find_mask(root, img), float(r["pixel_size_mm"]),
+                              None if hc is None or (isinstance(hc, float) and math.isnan(hc)) else float(hc),
+                              str(r["patient"])))
+    return items
+
+
+def score(items: list[HC18Item], measurer, progress: bool = True) -> tuple[list[dict], dict[str, np.ndarray]]:
+    """Measure each item; one row per image (``status`` ok/failed) and the overlays of scored images."""
+    from tqdm import tqdm
+
+    from fetal_detect.io import load_image
+
+    rows, overlays = [], {}
+    for it in tqdm(items, desc="evaluate hc-seg", unit="img", disable=not progress):
+        row = {"image": it.image_path.name, "patient": it.patient_id, "pixel_size_mm": it.pixel_size_mm}
+        try:
+            img = load_image(it.image_path).image
+            res = measurer(img, it.pixel_size_mm)
+            truth = it.load_mask() if it.mask_path else None
+            ref_hc = it.hc_mm
+            truth_ell = None
+            if truth is not None:
+                fit = fit_ellipse(truth)
+                if fit is not None:
+                    truth_ell = fit[0]
+                    if ref_hc is None:
+                        ref_hc = ellipse_perimeter(truth_ell.a, truth_ell.b) * it.pixel_size_mm
+            row.update(status="ok", hc_mm=res["hc_mm"], hc_ref_mm=ref_hc, bpd_mm=res["bpd_mm"],
+                       ofd_mm=res["ofd_mm"], hc_uncalibrated_mm=res["hc_uncalibrated_mm"],
+                       confidence=res["confidence"], processing_ms=res["processing_ms"])
+            if ref_hc is not None:
+                row["hc_err_mm"] = res["hc_mm"] - ref_hc
+            if truth is not None:
+                row["dice"] = dice(res["mask"], truth)
+                row["hausdorff_mm"] = hausdorff_px(res["mask"], truth) * it.pixel_size_mm
+            overlays[it.image_path.name] = draw_hc(img, res, truth_ell.as_dict() if truth_ell else None)
+        except FetalDetectError as e:
+            row.update(status="failed", error=str(e))
+            log.warning("%s: %s", it.image_path.name, e)
+        rows.append(row)
+    return rows, overlays
+
+
+def summarise(rows: list[dict]) -> dict:
+    ok = [r for r in rows if r["status"] == "ok"]
+
+    def arr(key):
+        return np.array([r[key] for r in ok if r.get(key) is not None and np.isfinite(r[key])], float)
+
+    err, d, hd = arr("hc_err_mm"), arr("dice"), arr("hausdorff_mm")
+    m = {"n_images": len(rows), "n_scored": len(ok), "n_failed": len(rows) - len(ok)}
+    if len(err):
+        m.update(hc_mae_mm=float(np.mean(np.abs(err))), hc_bias_mm=float(np.mean(err)),
+                 hc_sd_mm=float(np.std(err, ddof=1)) if len(err) > 1 else 0.0, hc_max_mm=float(np.max(np.abs(err))),
+                 hc_loa_mm=[float(np.mean(err) - 1.96 * np.std(err, ddof=1)), float(np.mean(err) + 1.96 * np.std(err, ddof=1))]
+                 if len(err) > 1 else None)
+        ref, pred = arr("hc_ref_mm"), arr("hc_mm")
+        if len(ref) == len(pred) and len(ref) > 2:
+            m["hc_icc"] = icc_a1(pred, ref)
+    if len(d):
+        m.update(dice=float(np.mean(d)), dice_sd=float(np.std(d)))
+    if len(hd):
+        m["hausdorff_mm"] = float(np.mean(hd[np.isfinite(hd)])) if np.isfinite(hd).any() else None
+    return m
+
+
+def icc_a1(x: np.ndarray, y: np.ndarray) -> float:
+    """ICC(A,1): two-way, absolute agreement, single measurement (McGraw & Wong 1996)."""
+    data = np.stack([x, y], 1)
+    n, k = data.shape
+    grand = data.mean()
+    msr = k * ((data.mean(1) - grand) ** 2).sum() / (n - 1)
+    msc = n * ((data.mean(0) - grand) ** 2).sum() / (k - 1)
+    sse = ((data - data.mean(1, keepdims=True) - data.mean(0, keepdims=True) + grand) ** 2).sum()
+    mse = sse / ((n - 1) * (k - 1))
+    return float((msr - mse) / (msr + (k - 1) * mse + k * (msc - mse) / n))
+
+
+def bland_altman_plot(rows: list[dict], path: Path, title: str) -> Path | None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ok = [r for r in rows if r.get("hc_err_mm") is not None]
+    if len(ok) < 2:
+        return None
+    ref = np.array([r["hc_ref_mm"] for r in ok])
+    pred = np.array([r["hc_mm"] for r in ok])
+    mean, diff = (ref + pred) / 2, pred - ref
+    bias, sd = diff.mean(), diff.std(ddof=1)
+    fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=120)
+    ax.scatter(mean, diff, s=10, alpha=0.7)
+    for v, ls in ((bias, "-"), (bias - 1.96 * sd, "--"), (bias + 1.96 * sd, "--")):
+        ax.axhline(v, color="crimson", ls=ls, lw=1)
+    ax.set_xlabel("mean of model and reference HC (mm)")
+    ax.set_ylabel("model - reference HC (mm)")
+    ax.set_title(f"{title}\nbias {bias:+.2f} mm, 95% LoA [{bias - 1.96 * sd:+.2f}, {bias + 1.96 * sd:+.2f}] mm")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def evaluate(data: str | Path, weights: str | Path | None = None, out: str | Path | None = None,
+             split: str = "val", progress: bool = True) -> dict:
+    """Score a model on HC data and write metrics.json, per_image.csv, bland_altman.png, worst_cases.png."""
+    from fetal_detect.pipeline import HCMeasurer
+
+    out = Path(out or settings.RUNS_DIR / "evaluate" / "hc-seg" / Path(str(data)).name)
+    out.mkdir(parents=True, exist_ok=True)
+    items, problems, described = items_for(data, split, out)
+    measurer = HCMeasurer(weights)
+    rows, overlays = score(items, measurer, progress)
+    rows += [{"image": p["file"], "status": "failed", "error": p["error"]} for p in problems]
+    metrics = {"task": "hc-seg", "data": described, "weights": str(measurer.predictor.weights),
+               "calibration": measurer.calibration.__dict__, **summarise(rows)}
+    write_json(out / "metrics.json", metrics)
+    write_csv(out / "per_image.csv", rows)
+    bland_altman_plot(rows, out / "bland_altman.png", f"HC: {described}")
+    worst = sorted((r for r in rows if r.get("hc_err_mm") is not None), key=lambda r: -abs(r["hc_err_mm"]))[:8]
+    if worst:
+        sheet = contact_sheet([overlays[r["image"]] for r in worst],
+                              [f"{r['image']} err {r['hc_err_mm']:+.1f} mm dice {r.get('dice', float('nan')):.3f}" for r in worst])
+        write_image(out / "worst_cases.png", sheet)
+    metrics["out"] = str(out)
+    return metrics
+
+
+def calibrate_on_training_split(weights: Path, prepared) -> HCCalibration:
+    """Fit the HC bias line on the *training* split of the dataset the model was trained on."""
+    from fetal_detect.pipeline import HCMeasurer
+    from fetal_detect.runtime import TorchPredictor
+    from fetal_detect.tasks import get_task
+
+    items = [it for it in split_items(prepared, "train") if it.hc_mm is not None]
+    measurer = HCMeasurer(predictor=TorchPredictor(get_task("hc-seg"), weights))
+    measurer.calibration = HCCalibration()
+    rows, _ = score(items, measurer, progress=True)
+    ok = [r for r in rows if r["status"] == "ok"]
+    return fit_calibration(np.array([r["hc_uncalibrated_mm"] for r in ok]), np.array([r["hc_ref_mm"] for r in ok]),
+                           source=f"{prepared.manifest['dataset']} train split, {len(ok)} images")

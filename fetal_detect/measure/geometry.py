@@ -1,0 +1,148 @@
+"""Geometry on masks: robust ellipse fitting and ellipse perimeter. All lengths in px unless named ``*_mm``."""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+import cv2
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Ellipse:
+    """An ellipse in image px: centre (cx, cy), semi-axes a >= b, ``angle_deg`` of the a-axis from +x."""
+
+    cx: float
+    cy: float
+    a: float
+    b: float
+    angle_deg: float
+
+    def as_dict(self) -> dict:
+        return {k: round(float(v), 3) for k, v in asdict(self).items()}
+
+    def scaled(self, factor: float) -> "Ellipse":
+        return Ellipse(self.cx, self.cy, self.a * factor, self.b * factor, self.angle_deg)
+
+    def normalised_radius(self, pts: np.ndarray) -> np.ndarray:
+        """r for each (x, y) point: 1 on the ellipse, < 1 inside."""
+        t = math.radians(self.angle_deg)
+        d = pts - np.array([self.cx, self.cy])
+        u = d[:, 0] * math.cos(t) + d[:, 1] * math.sin(t)
+        v = -d[:, 0] * math.sin(t) + d[:, 1] * math.cos(t)
+        return np.sqrt((u / self.a) ** 2 + (v / self.b) ** 2)
+
+    def mask(self, shape: tuple[int, int]) -> np.ndarray:
+        """Filled ellipse as a uint8 0/255 mask of ``shape`` (h, w), pixel centres inside."""
+        h, w = shape
+        yy, xx = np.mgrid[0:h, 0:w]
+        pts = np.stack([xx.ravel(), yy.ravel()], 1).astype(np.float64)
+        return (self.normalised_radius(pts).reshape(h, w) <= 1.0).astype(np.uint8) * 255
+
+
+def ellipse_perimeter(a: float, b: float) -> float:
+    """Ramanujan's second approximation of an ellipse perimeter (relative error < 1e-9 for HC shapes)."""
+    h = ((a - b) / (a + b)) ** 2
+    return math.pi * (a + b) * (1 + 3 * h / (10 + math.sqrt(4 - 3 * h)))
+
+
+def largest_component(mask: np.ndarray) -> np.ndarray:
+    """Binary mask of the largest 8-connected foreground component, holes filled (uint8 0/1)."""
+    m = (mask > 0).astype(np.uint8)
+    n, labels, stats, _ = cv2.connectedComponentsWithStats(m, connectivity=8)
+    if n <= 1:
+        return np.zeros_like(m)
+    keep = 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
+    comp = (labels == keep).astype(np.uint8)
+    contours, _ = cv2.findContours(comp, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
+    filled = np.zeros_like(comp)
+    cv2.drawContours(filled, contours, -1, 1, thickness=cv2.FILLED)
+    return filled
+
+
+def fit_ellipse(mask: np.ndarray, min_points: int = 20, trim_px: float = 2.0, iterations: int = 3
+                ) -> tuple[Ellipse, float] | None:
+    """Robust ellipse fit to the outer border of the largest blob in ``mask``.
+
+    Fits the direct least-squares ellipse to the border points, then refits without outliers
+    (points farther than ``max(trim_px, 3 x MAD)`` from the curve), so a broken or noisy contour
+    (a missing arc, a stray blob glued on) pulls the fit little. Border pixel centres lie half a
+    pixel inside the true edge, so 0.5 px is added to both semi-axes.
+
+    Returns ``(ellipse, inlier_fraction)`` or ``None`` when there is nothing to fit.
+    """
+    comp = largest_component(mask)
+    contours, _ = cv2.findContours(comp, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
+    if not contours:
+        return None
+    pts = max(contours, key=len).reshape(-1, 2).astype(np.float64)
+    if len(pts) < min_points:
+        return None
+    # the convex hull bridges concave bites out of the skull (shadowed or missed arcs)
+    hull = cv2.convexHull(pts.astype(np.float32)).reshape(-1, 2).astype(np.float64)
+    on_hull = _points_near_polygon(pts, hull, tol=1.5)
+    use = pts[on_hull] if on_hull.sum() >= max(min_points, 0.5 * len(pts)) else pts
+    ell = _fit(use)
+    if ell is None:
+        return None
+    for _ in range(iterations):
+        resid = np.abs(ell.normalised_radius(use) - 1.0) * ell.b
+        mad = np.median(np.abs(resid - np.median(resid))) * 1.4826
+        keep = resid <= max(trim_px, 3 * mad)
+        if keep.all() or keep.sum() < min_points:
+            break
+        refit = _fit(use[keep])
+        if refit is None:
+            break
+        ell = refit
+    resid_all = np.abs(ell.normalised_radius(pts) - 1.0) * ell.b
+    inliers = float(np.mean(resid_all <= max(trim_px, 0.02 * ell.b)))
+    return Ellipse(ell.cx, ell.cy, ell.a + 0.5, ell.b + 0.5, ell.angle_deg), inliers
+
+
+def _points_near_polygon(pts: np.ndarray, poly: np.ndarray, tol: float) -> np.ndarray:
+    """True for points within ``tol`` px of the closed polygon's edges (vectorised over points x edges)."""
+    a = poly
+    b = np.roll(poly, -1, axis=0)
+    ab = b - a  # (E, 2)
+    ap = pts[:, None, :] - a[None]  # (N, E, 2)
+    t = np.clip((ap * ab).sum(-1) / np.maximum((ab * ab).sum(-1), 1e-12), 0, 1)
+    nearest = a[None] + t[..., None] * ab[None]
+    d = np.linalg.norm(pts[:, None, :] - nearest, axis=-1).min(axis=1)
+    return d <= tol
+
+
+def _fit(pts: np.ndarray) -> Ellipse | None:
+    if len(pts) < 6:
+        return None
+    (cx, cy), (d1, d2), ang = cv2.fitEllipseDirect(pts.astype(np.float32).reshape(-1, 1, 2))
+    if not all(map(math.isfinite, (cx, cy, d1, d2, ang))) or min(d1, d2) <= 0:
+        return None
+    # OpenCV: d1 is the axis along `ang`; make a the semi-major axis
+    if d1 >= d2:
+        a, b, angle = d1 / 2, d2 / 2, ang
+    else:
+        a, b, angle = d2 / 2, d1 / 2, ang + 90
+    angle = (angle + 90) % 180 - 90
+    return Ellipse(float(cx), float(cy), float(a), float(b), float(angle))
+
+
+def dice(pred: np.ndarray, truth: np.ndarray) -> float:
+    """Dice overlap of two binary masks (any non-zero is foreground); 1.0 when both are empty."""
+    p, t = pred > 0, truth > 0
+    denom = p.sum() + t.sum()
+    return 1.0 if denom == 0 else float(2 * np.logical_and(p, t).sum() / denom)
+
+
+def hausdorff_px(pred: np.ndarray, truth: np.ndarray) -> float:
+    """Symmetric Hausdorff distance (px) between the outer borders of two masks; inf if one is empty."""
+    from scipy.spatial import cKDTree
+
+    def border(m):
+        cs, _ = cv2.findContours((m > 0).astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
+        return np.concatenate([c.reshape(-1, 2) for c in cs]).astype(np.float64) if cs else None
+
+    bp, bt = border(pred), border(truth)
+    if bp is None or bt is None:
+        return float("inf")
+    return float(max(cKDTree(bt).query(bp)[0].max(), cKDTree(bp).query(bt)[0].max()))
