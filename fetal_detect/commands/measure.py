@@ -28,7 +28,8 @@ def _add_common(p):
 
 def _hc(args) -> dict:
     from fetal_detect.io import load_image
-    from fetal_detect.pipeline import HCMeasurer, public
+    from fetal_detect.pipeline import public
+    from fetal_detect.pipeline.hc import HCMeasurer
     from fetal_detect.report import draw_hc, write_image
 
     t0 = time.perf_counter()

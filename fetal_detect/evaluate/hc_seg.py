@@ -166,7 +166,7 @@ def bland_altman_plot(rows: list[dict], path: Path, title: str) -> Path | None:
 def evaluate(data: str | Path, weights: str | Path | None = None, out: str | Path | None = None,
              split: str = "val", progress: bool = True) -> dict:
     """Score a model on HC data and write metrics.json, per_image.csv, bland_altman.png, worst_cases.png."""
-    from fetal_detect.pipeline import HCMeasurer
+    from fetal_detect.pipeline.hc import HCMeasurer
 
     out = Path(out or settings.RUNS_DIR / "evaluate" / "hc-seg" / Path(str(data)).name)
     out.mkdir(parents=True, exist_ok=True)
@@ -190,7 +190,7 @@ def evaluate(data: str | Path, weights: str | Path | None = None, out: str | Pat
 
 def calibrate_on_training_split(weights: Path, prepared) -> HCCalibration:
     """Fit the HC bias line on the *training* split of the dataset the model was trained on."""
-    from fetal_detect.pipeline import HCMeasurer
+    from fetal_detect.pipeline.hc import HCMeasurer
     from fetal_detect.runtime import TorchPredictor
     from fetal_detect.tasks import get_task
 

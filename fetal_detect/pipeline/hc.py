@@ -1,8 +1,4 @@
-"""The measuring pipeline: image -> model -> measurement -> JSON-ready dict (+ overlay).
-
-Shared by the CLI (`measure`, `analyze`), evaluation, the web service and the batch runner, so each
-measurement is computed one way only. Back-end agnostic: it sees :class:`runtime.Prediction`.
-"""
+"""HC pipeline: skull segmentation -> robust ellipse -> HC/BPD/OFD (mm), calibrated, with GA."""
 from __future__ import annotations
 
 import time
@@ -51,8 +47,3 @@ class HCMeasurer:
         out["model_ms"] = round(pred.model_ms, 1)
         out["processing_ms"] = round((time.perf_counter() - t0) * 1000, 1)
         return out
-
-
-def public(result: dict) -> dict:
-    """Drop arrays (masks) from a result so it can be printed as JSON."""
-    return {k: v for k, v in result.items() if not isinstance(v, np.ndarray)}
