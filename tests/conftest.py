@@ -1,5 +1,7 @@
 """Test set-up: outputs in a temporary runs/ folder, the network off, tiny phantom models shared."""
+import atexit
 import os
+import shutil
 import socket
 import tempfile
 from pathlib import Path
@@ -7,6 +9,7 @@ from pathlib import Path
 import pytest
 
 _RUNS = Path(tempfile.mkdtemp(prefix="fetal-detect-tests-"))
+atexit.register(shutil.rmtree, _RUNS, ignore_errors=True)
 os.environ["FETAL_DETECT_RUNS"] = str(_RUNS)
 os.environ["FETAL_DETECT_CACHE"] = str(_RUNS / "datasets")
 os.environ.setdefault("YOLO_VERBOSE", "False")
