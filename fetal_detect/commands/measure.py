@@ -43,18 +43,30 @@ def _hc(args) -> dict:
     res["processing_ms"] = round((time.perf_counter() - t0) * 1000, 1)
     res["pixel_size_source"] = "--pixel-size" if args.pixel_size else loaded.pixel_size_source
     res["model"] = measurer.model_info
+    if args.ga_weeks is not None:
+        if res.get("units") != "mm":
+            raise FetalDetectError("--ga-weeks needs HC in mm: give --pixel-size (or a calibrated DICOM)")
+        from fetal_detect.measure.hc import intergrowth_hc_centile
+
+        res["centile"] = intergrowth_hc_centile(res["hc_mm"], args.ga_weeks)
     return public(res)
 
 
-KINDS = {"hc": (_hc, "head circumference, BPD, OFD (mm) and GA from the skull")}
+def _hc_args(p):
+    p.add_argument("--ga-weeks", type=float, help="known gestational age: adds the INTERGROWTH-21st HC z-score and centile")
+
+
+KINDS = {"hc": (_hc, "head circumference, BPD, OFD (mm) and GA from the skull", _hc_args)}
 
 
 def register(sub):
     p = sub.add_parser("measure", help="measure one image (hc, nt) and print JSON")
     kinds = p.add_subparsers(dest="kind", metavar="KIND", required=True)
-    for name, (fn, helptext) in KINDS.items():
+    for name, (fn, helptext, *add_args) in KINDS.items():  # (run, help[, add_kind_specific_args])
         k = kinds.add_parser(name, help=helptext, description=helptext)
         _add_common(k)
+        for add in add_args:
+            add(k)
         k.set_defaults(func=lambda args, fn=fn: _run(fn, args))
 
 
