@@ -89,6 +89,8 @@ def _load_raster(data: bytes, fmt: str, name: str, max_pixels: int) -> LoadedIma
     try:  # read the header only, so a decompression bomb is refused before it is decoded
         with Image.open(_io.BytesIO(data)) as im:
             w, h = im.size
+    except Image.DecompressionBombError:
+        raise FetalDetectError(f"{name}: image is over Pillow's decompression-bomb pixel limit", status=413) from None
     except Exception:
         raise FetalDetectError(f"{name}: corrupt {fmt.upper()} file (header unreadable)") from None
     _check_pixels(w, h, name, max_pixels)
@@ -142,6 +144,9 @@ def _load_dicom(data: bytes, name: str, max_pixels: int) -> LoadedImage:
     except Exception as e:
         raise FetalDetectError(f"{name}: corrupt DICOM ({type(e).__name__})") from None
     _check_pixels(cols, rows, name, max_pixels)
+    if rows * cols * n_frames > 4 * max_pixels:  # a compressed cine can be a decompression bomb too
+        raise FetalDetectError(f"{name}: {n_frames} frames of {cols}x{rows} px are over the cine limit of "
+                               f"{4 * max_pixels:,} pixels", status=413)
     try:
         arr = ds.pixel_array
     except Exception as e:

@@ -68,3 +68,12 @@ def test_real_hc18_split_is_patient_disjoint():
         by_split.setdefault(f["patient"], set()).add(f["split"])
     assert all(len(s) == 1 for s in by_split.values())
     assert ds.manifest["counts"]["val"]["images"] > 50
+
+
+def test_a_roboflow_entry_without_a_local_copy_asks_for_a_sync(tmp_path, monkeypatch):
+    reg = tmp_path / "datasets.yaml"
+    reg.write_text("rf:\n  source: {roboflow: {workspace: w, project: p, version: 3, format: yolov8}}\n"
+                   "  layout: roboflow-yolov8\n  names: [a]\n")
+    entry = registry.load_registry(reg)["rf"]
+    with pytest.raises(FetalDetectError, match="data sync rf"):
+        entry.root

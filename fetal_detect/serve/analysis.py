@@ -1,0 +1,243 @@
+"""What the service does with one upload: bytes -> frames -> ``Analyzer`` -> one JSON-ready response.
+
+Kept free of FastAPI so it can be tested and reused on its own. A cine loop (multi-frame DICOM) is
+analysed frame by frame and the frame with the best ``frame_score`` (image quality x measurement
+confidence) is returned. The client's file name and every DICOM tag other than the pixel size are
+left out of the response: nothing patient-identifying reaches a response or a log line.
+"""
+from __future__ import annotations
+
+import base64
+import math
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from fetal_detect import __version__
+from fetal_detect.errors import FetalDetectError
+from fetal_detect.io import LoadedImage, load_image
+
+MEASUREMENT_UNITS = (("_mm", "mm"), ("_px", "px"), ("_weeks", "weeks"), ("_deg", "deg"))
+
+
+def image_quality(image: np.ndarray) -> dict:
+    """Image-only quality of a grey uint8 frame, each term in 0..1 (1 = best).
+
+    ``coverage``: share of the frame that is not black (the ultrasound sector), ``contrast``: grey
+    standard deviation inside it / 64, ``sharpness``: ``1 - exp(-var(Laplacian) / 200)`` inside it;
+    ``score`` is their geometric mean. A heuristic for ranking frames of one loop, not a clinical grade.
+    """
+    grey = image if image.ndim == 2 else cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
+    fg = grey > 8
+    coverage = float(fg.mean()) if grey.size else 0.0
+    if coverage < 0.01:
+        return {"score": 0.0, "coverage": round(coverage, 4), "contrast": 0.0, "sharpness": 0.0}
+    contrast = min(float(grey[fg].std()) / 64.0, 1.0)
+    lap = cv2.Laplacian(grey, cv2.CV_32F)
+    sharpness = 1.0 - math.exp(-float(lap[fg].var()) / 200.0)
+    score = (min(coverage / 0.3, 1.0) * contrast * sharpness) ** (1 / 3)
+    return {"score": round(score, 4), "coverage": round(coverage, 4), "contrast": round(contrast, 4),
+            "sharpness": round(sharpness, 4)}
+
+
+def parse_pixel_size(text: str | None) -> float | None:
+    """Form field ``pixel_size_mm`` -> positive finite float, or None when empty."""
+    if text is None or str(text).strip() == "":
+        return None
+    try:
+        v = float(text)
+    except ValueError:
+        raise FetalDetectError(f"pixel_size_mm must be a number of mm, got '{str(text)[:40]}'") from None
+    if not (v > 0 and math.isfinite(v)):
+        raise FetalDetectError(f"pixel_size_mm must be > 0 mm, got {text}")
+    return v
+
+
+def analyze_upload(analyzer, data: bytes, task: str = "auto", pixel_size_mm: float | None = None,
+                   max_bytes: int = 20 * 1024 * 1024, max_pixels: int | None = None, max_frames: int = 300,
+                   include_image: bool = False, overlay: bool = False) -> tuple[dict, np.ndarray]:
+    """Analyse one uploaded file (image or DICOM, still or cine) -> (response dict, analysed frame).
+
+    ``pixel_size_mm`` (mm per px) overrides the DICOM calibration; without either, lengths are in px.
+    ``include_image`` adds the analysed frame as a PNG data URL (``frame_png``; browsers cannot decode
+    DICOM), ``overlay`` the server-drawn overlay (``overlay_png``). Raises :class:`FetalDetectError`
+    (400/413/415) for bad files; "nothing found" is a normal answer with ``status: "no_finding"``.
+    """
+    t0 = time.perf_counter()
+    kw = {"max_pixels": max_pixels} if max_pixels else {}
+    try:
+        loaded = load_image(data, name="upload", max_bytes=max_bytes, **kw)  # never the client's file name
+    except FetalDetectError:
+        raise
+    except Exception as e:  # a decoder corner case is still the file's fault: 400, not 500
+        raise FetalDetectError(f"upload: cannot decode the file ({type(e).__name__})") from None
+    if len(loaded.frames) > max_frames:
+        raise FetalDetectError(f"upload: cine has {len(loaded.frames)} frames, over the {max_frames} frame limit",
+                               status=413)
+    if pixel_size_mm is not None:
+        px, px_source = pixel_size_mm, "request"
+    else:
+        px, px_source = loaded.pixel_size_mm, loaded.pixel_size_source
+    best, frames = None, []
+    for i, frame in enumerate(loaded.frames):
+        quality = image_quality(frame)
+        try:
+            report = analyzer.analyze(frame, px, task)
+        except FetalDetectError as e:
+            if e.status != 422:  # bad request (task, pixel size): the same for every frame
+                raise
+            report = {"status": "no_finding", "message": str(e), "task": task, "models": loaded_models(analyzer)}
+        ok = report.get("status", "ok") == "ok"
+        conf = (report.get("result") or {}).get("confidence")
+        score = quality["score"] * (1.0 if conf is None else float(conf)) if ok else 0.0
+        frames.append({"index": i, "status": report.get("status", "ok"), "image_quality": quality["score"],
+                       "confidence": conf, "frame_score": round(score, 4)})
+        key = (ok, score, quality["score"])
+        if best is None or key > best[0]:
+            best = (key, i, report, quality)
+    _, index, report, quality = best
+    frame = loaded.frames[index]
+    resp = build_response(report, quality, loaded, index, px, px_source, frames)
+    if include_image:
+        resp["frame_png"] = png_data_url(frame)
+    if overlay:
+        resp["overlay_png"] = png_data_url(draw_overlay(frame, resp))
+    resp["processing_ms"] = round((time.perf_counter() - t0) * 1000, 1)
+    return json_safe(resp), frame
+
+
+def build_response(report: dict, quality: dict, loaded: LoadedImage, index: int, px: float | None,
+                   px_source: str | None, frames: list[dict]) -> dict:
+    """The public response: the analyzer report plus image facts, quality, overlay primitives, model."""
+    result = report.get("result") or {}
+    h, w = loaded.frames[index].shape[:2]
+    models = {k: _public_model(v) for k, v in (report.get("models") or {}).items()}
+    first = models.get(report.get("task")) or next(iter(models.values()), {})  # the measuring model
+    resp = {
+        "status": report.get("status", "ok"),
+        "task": report.get("task"),
+        "plane": report.get("plane"),
+        "plane_confidence": report.get("plane_confidence"),
+        "measurements": report.get("measurements") or {},
+        "units": {k: u for k in (report.get("measurements") or {}) for suf, u in MEASUREMENT_UNITS if k.endswith(suf)},
+        "confidence": result.get("confidence"),
+        "detections": detections(report),
+        "overlay": overlay_primitives(report),
+        "image_quality": quality,
+        "image": {"width": w, "height": h, "format": loaded.format, "frames": len(loaded.frames),
+                  "frame_index": index, "pixel_size_mm": px, "pixel_size_source": px_source},
+        "model": {"name": first.get("task") or first.get("name"), "version": first.get("version", __version__),
+                  "weights": first.get("weights"), "backend": first.get("backend")},
+        "models": models,
+        "version": __version__,
+        "result": result,
+    }
+    if report.get("message"):
+        resp["message"] = report["message"]
+    if len(frames) > 1:
+        resp["frames"] = frames
+    return resp
+
+
+def detections(report: dict) -> list[dict]:
+    """Boxes as ``{name, confidence, box_xyxy}`` (image px) from whatever the report carries."""
+    result = report.get("result") or {}
+    for src in (report.get("detections"), result.get("detections"), result.get("instances")):
+        if src:
+            return [d for d in src if isinstance(d, dict) and "box_xyxy" in d]
+    return []
+
+
+def overlay_primitives(report: dict) -> dict:
+    """What the page draws, in image px: ``ellipse`` (cx, cy, a, b, angle_deg), ``calipers`` (pairs of
+    points), ``boxes`` (the detections). Keeps the API JSON-only: the page renders it on a canvas."""
+    result = report.get("result") or {}
+    calipers = []
+    for c in result.get("calipers") or report.get("calipers") or []:
+        pts = _caliper_points(c)
+        if pts:
+            calipers.append(pts)
+    return {"ellipse": result.get("ellipse"), "calipers": calipers,
+            "boxes": [{"name": d.get("name"), "confidence": d.get("confidence"), "box_xyxy": d["box_xyxy"]}
+                      for d in detections(report)]}
+
+
+def _caliper_points(c) -> list[list[float]] | None:
+    """Accept ``[[x1, y1], [x2, y2]]``, ``{p1, p2}`` or ``{x1, y1, x2, y2}``; return two [x, y] points."""
+    try:
+        if isinstance(c, dict):
+            if "p1" in c and "p2" in c:
+                c = [c["p1"], c["p2"]]
+            else:
+                c = [[c["x1"], c["y1"]], [c["x2"], c["y2"]]]
+        (x1, y1), (x2, y2) = c
+        return [[float(x1), float(y1)], [float(x2), float(y2)]]
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
+def draw_overlay(frame: np.ndarray, resp: dict) -> np.ndarray:
+    """Server-side overlay (BGR) with the same primitives the page draws, via :mod:`fetal_detect.report`."""
+    from fetal_detect.report import YELLOW, draw_boxes, draw_hc
+
+    ov = resp["overlay"]
+    out = draw_hc(frame, resp["result"]) if ov.get("ellipse") else cv2.cvtColor(frame, cv2.COLOR_GRAY2BGR)
+    if ov["boxes"]:
+        out = draw_boxes(out, ov["boxes"])
+    for (x1, y1), (x2, y2) in ov["calipers"]:
+        cv2.line(out, (round(x1), round(y1)), (round(x2), round(y2)), YELLOW, 1, cv2.LINE_AA)
+        for x, y in ((x1, y1), (x2, y2)):
+            cv2.drawMarker(out, (round(x), round(y)), YELLOW, cv2.MARKER_CROSS, 8, 1)
+    return out
+
+
+def png_data_url(image: np.ndarray) -> str:
+    ok, buf = cv2.imencode(".png", image)
+    if not ok:
+        raise FetalDetectError("cannot encode the frame as PNG", status=500)
+    return "data:image/png;base64," + base64.b64encode(buf.tobytes()).decode("ascii")
+
+
+def json_safe(obj):
+    """numpy scalars -> Python, NaN/inf -> None, Paths -> str (browsers reject NaN in JSON)."""
+    if isinstance(obj, dict):
+        return {str(k): json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [json_safe(v) for v in obj]
+    if isinstance(obj, (np.floating, float)):
+        v = float(obj)
+        return v if math.isfinite(v) else None
+    if isinstance(obj, (np.integer,)):
+        return int(obj)
+    if isinstance(obj, np.bool_):
+        return bool(obj)
+    if isinstance(obj, np.ndarray):
+        return None
+    if isinstance(obj, Path):
+        return str(obj)
+    return obj
+
+
+def loaded_models(analyzer) -> dict:
+    """Model info of the models an analyzer has loaded (for answers where it raised before reporting)."""
+    return {k: model_info(k, m) for k, m in (getattr(analyzer, "_measurers", None) or {}).items() if m is not None}
+
+
+def model_info(name: str, model) -> dict:
+    """``{task, weights, backend, version}`` of a measurer (its ``model_info``) or a bare predictor."""
+    info = getattr(model, "model_info", None)
+    if isinstance(info, dict):
+        return info
+    task = getattr(getattr(model, "task", None), "name", name)
+    return {"task": task, "weights": str(getattr(model, "weights", "")), "backend": getattr(model, "backend", None),
+            "version": __version__}
+
+
+def _public_model(info: dict) -> dict:
+    """Model info without server paths: the weights file name only."""
+    info = dict(info or {})
+    if info.get("weights"):
+        info["weights"] = Path(str(info["weights"])).name
+    return info
