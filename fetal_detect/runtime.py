@@ -8,6 +8,7 @@ Back-ends: ``.pt`` -> Ultralytics/torch (imported lazily); ``.onnx`` -> onnxrunt
 """
 from __future__ import annotations
 
+import importlib.util
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -81,6 +82,9 @@ class TorchPredictor:
         self.task, self.weights, self.conf = task, Path(weights), conf
         self.meta = read_sidecar(self.weights)
         self.imgsz = int(imgsz or self.meta.get("imgsz") or task.imgsz)
+        from fetal_detect.preprocess import steps_for
+
+        self.preprocess = steps_for(task, self.meta)  # the steps the model was trained with
         try:
             self.model = YOLO(str(self.weights), task=task.kind)
         except Exception as e:  # a corrupt or foreign checkpoint
@@ -94,7 +98,9 @@ class TorchPredictor:
         import time
 
         t0 = time.perf_counter()
-        results = self.model.predict([to_bgr(im) for im in images], imgsz=self.imgsz, conf=self.conf,
+        from fetal_detect.preprocess import apply
+
+        results = self.model.predict([to_bgr(apply(im, self.preprocess)) for im in images], imgsz=self.imgsz, conf=self.conf,
                                      retina_masks=True, verbose=False, device=self._device())
         ms = (time.perf_counter() - t0) * 1000 / max(len(images), 1)
         return [self._convert(r, ms) for r in results]
@@ -121,13 +127,17 @@ class TorchPredictor:
 
 
 def resolve_weights(task: Task, weights: str | Path | None) -> Path:
-    """``weights`` if given, else the shipped ``weights/<task>.pt`` (or ``.onnx``); a clear error if absent."""
+    """``weights`` if given, else the shipped ``weights/<task>.pt`` (or ``.onnx``, first when torch is not
+    installed); a clear error if absent."""
     if weights:
         p = Path(weights)
         if not p.exists():
             raise FetalDetectError(f"{p}: weights file not found")
         return p
-    for cand in (task.weights, task.weights.with_suffix(".onnx")):
+    cands = (task.weights, task.weights.with_suffix(".onnx"))
+    if importlib.util.find_spec("torch") is None:  # a torch-free deployment runs the ONNX export
+        cands = cands[::-1]
+    for cand in cands:
         if cand.exists():
             return cand
     raise FetalDetectError(f"no shipped model for {task.name} ({task.weights} is missing); "

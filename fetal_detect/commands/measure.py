@@ -56,7 +56,41 @@ def _hc_args(p):
     p.add_argument("--ga-weeks", type=float, help="known gestational age: adds the INTERGROWTH-21st HC z-score and centile")
 
 
-KINDS = {"hc": (_hc, "head circumference, BPD, OFD (mm) and GA from the skull", _hc_args)}
+def _nt(args) -> dict:
+    from fetal_detect.io import load_image
+    from fetal_detect.pipeline import public
+    from fetal_detect.pipeline.nt import NTMeasurer, draw_nt, parse_box
+    from fetal_detect.report import write_image
+
+    t0 = time.perf_counter()
+    box = parse_box(args.box)
+    crl = None
+    if args.crl_mm is not None:
+        try:
+            crl = float(args.crl_mm)
+        except ValueError:
+            raise FetalDetectError(f"--crl-mm must be a number of mm, got '{args.crl_mm}'") from None
+    loaded = load_image(args.image)
+    px = positive_mm(args.pixel_size) if args.pixel_size else loaded.pixel_size_mm
+    measurer = NTMeasurer(args.weights, args.seg_weights, need_detector=box is None)
+    res = measurer(loaded.image, px, box=box, crl_mm=crl)
+    if args.overlay:
+        write_image(args.overlay, draw_nt(loaded.image, res))
+        res["overlay"] = args.overlay
+    res["processing_ms"] = round((time.perf_counter() - t0) * 1000, 1)
+    res["pixel_size_source"] = "--pixel-size" if args.pixel_size else loaded.pixel_size_source
+    res["model"] = measurer.model_info
+    return public(res)
+
+
+def _nt_args(p):
+    p.add_argument("--box", metavar="X1,Y1,X2,Y2", help="measure inside this NT region (px) without the detector")
+    p.add_argument("--crl-mm", dest="crl_mm", metavar="MM", help="crown-rump length: adds the NT centile for that CRL")
+    p.add_argument("--seg-weights", dest="seg_weights", help="nt-seg model for the band axis (default: the shipped one if any)")
+
+
+KINDS = {"hc": (_hc, "head circumference, BPD, OFD (mm) and GA from the skull", _hc_args),
+         "nt": (_nt, "nuchal translucency thickness (mm), calipers, mid-sagittal plane check", _nt_args)}
 
 
 def register(sub):

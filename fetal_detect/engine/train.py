@@ -39,8 +39,12 @@ def train(task: str | Task, data: str | None = None, epochs: int | None = None, 
           model: str | None = None, batch: int | None = None, workers: int = 2, seed: int = 0,
           device: str | None = None, fold: int | None = None, folds: int | None = None,
           name: str | None = None, hours: float | None = None, patience: int = 100,
-          fraction: float = 1.0, extra: dict | None = None) -> TrainResult:
-    """Train one model for ``task`` on ``data`` (a datasets.yaml name or a folder). Returns its best weights."""
+          fraction: float = 1.0, extra: dict | None = None, preprocess=None) -> TrainResult:
+    """Train one model for ``task`` on ``data`` (a datasets.yaml name or a folder). Returns its best weights.
+
+    ``preprocess``: steps of :mod:`fetal_detect.preprocess` baked into the training images (default: the
+    task's ``preprocess``); they are recorded in the sidecar so the runtime applies the same ones.
+    """
     t = get_task(task) if isinstance(task, str) else task
     if t.kind == "gan":
         from fetal_detect.gan import train as gan_train  # the GAN has its own loop
@@ -49,7 +53,13 @@ def train(task: str | Task, data: str | None = None, epochs: int | None = None, 
                                batch=batch or t.batch, seed=seed, name=name)
     if epochs is not None and epochs < 1:
         raise FetalDetectError(f"--epochs must be >= 1, got {epochs}")
-    prepared = registry.prepare(data or t.data, t.kind, folds=folds, fold=fold or 0)
+    from fetal_detect import preprocess as pp
+
+    steps = pp.canonical(t.preprocess if preprocess is None else preprocess)
+    if isinstance(data, registry.PreparedDataset):  # already written (e.g. an ablation subset)
+        prepared, data = data, data.manifest["dataset"]
+    else:
+        prepared = registry.prepare(data or t.data, t.kind, folds=folds, fold=fold or 0, preprocess=steps)
     device = device or default_device()
     settings.configure_ultralytics_offline()
     from ultralytics import YOLO
@@ -63,10 +73,14 @@ def train(task: str | Task, data: str | None = None, epochs: int | None = None, 
     project = settings.RUNS_DIR / "train" / t.name
     args = dict(data=str(prepared.data), epochs=epochs or t.epochs, imgsz=imgsz or t.imgsz, batch=batch or t.batch,
                 workers=workers, seed=seed, deterministic=True, device=device, amp=device != "cpu",
-                pretrained=False, project=str(project), name=run_name, exist_ok=True, patience=patience,
+                pretrained=model_cfg if model_cfg.endswith(".pt") else False, project=str(project), name=run_name, exist_ok=True, patience=patience,
                 fraction=fraction, plots=True, verbose=True, hsv_h=0.0, hsv_s=0.0)
     if hours:
         args["time"] = hours
+    if t.kind == "detect" and prepared.manifest.get("layout") == "union":  # sources label different classes
+        from fetal_detect.engine.partial_labels import PartialLabelTrainer
+
+        args.update(trainer=PartialLabelTrainer, mosaic=0.0)
     args.update(extra or {})
     results = yolo.train(**args)
     trainer = yolo.trainer
@@ -76,32 +90,67 @@ def train(task: str | Task, data: str | None = None, epochs: int | None = None, 
     sidecar = {"task": t.name, "kind": t.kind, "names": prepared.names, "imgsz": args["imgsz"],
                "dataset": prepared.manifest["dataset"], "dataset_fingerprint": prepared.manifest["fingerprint"],
                "split": prepared.manifest["split_rule"], "counts": prepared.manifest["counts"],
-               "epochs": args["epochs"], "seed": seed, "model": model_cfg, "preprocess": list(t.preprocess),
+               "epochs": args["epochs"], "seed": seed, "model": model_cfg, "preprocess": steps,
                "ultralytics_metrics": metrics}
+    sidecar_path = best.with_suffix(".json")
     if t.measure == "hc":
         from fetal_detect.evaluate.hc_seg import calibrate_on_training_split
 
-        sidecar["calibration"] = calibrate_on_training_split(best, prepared).__dict__
-    sidecar_path = best.with_suffix(".json")
+        sidecar_path.write_text(json.dumps(sidecar, indent=2, default=str) + "\n")  # the predictor reads its steps
+        raw = registry.prepare(data or t.data, t.kind, folds=folds, fold=fold or 0) if steps else prepared
+        sidecar["calibration"] = calibrate_on_training_split(best, raw).__dict__
     sidecar_path.write_text(json.dumps(sidecar, indent=2, default=str) + "\n")
     log.info("best weights: %s (sidecar %s)", best, sidecar_path.name)
     return TrainResult(t.name, best, Path(trainer.save_dir), metrics)
 
 
-def train_folds(task: str, folds: int, evaluate_fold=None, **kwargs) -> dict:
-    """Patient-level K-fold cross-validation: train K models, return per-fold metrics and mean +- SD."""
+ULTRALYTICS_KEYS = {"metrics/mAP50(B)": "map50", "metrics/mAP50-95(B)": "map50_95", "metrics/precision(B)": "precision",
+                    "metrics/recall(B)": "recall", "metrics/mAP50(M)": "mask_map50", "metrics/mAP50-95(M)": "mask_map50_95",
+                    "metrics/accuracy_top1": "top1", "metrics/accuracy_top5": "top5"}
+
+
+def evaluate_fold(task: str | Task, res: TrainResult, data: str | None, folds: int, fold: int) -> dict:
+    """Metrics of one fold's model on that fold's ``val`` split (patients never seen in its training).
+
+    ``hc-seg``: the HC evaluator's Dice, HC MAE / bias / limits of agreement (mm) and ICC on the raw
+    val images through the runtime (which applies the model's preprocess steps). Other tasks:
+    Ultralytics' final validation of the run, which is on the same fold's val split.
+    """
+    t = get_task(task) if isinstance(task, str) else task
+    if t.measure == "hc":
+        from fetal_detect.evaluate.hc_seg import score, split_items, summarise
+        from fetal_detect.pipeline.hc import HCMeasurer
+
+        raw = registry.prepare(data or t.data, t.kind, folds=folds, fold=fold)
+        rows, _ = score(split_items(raw, "val"), HCMeasurer(res.weights), progress=False)
+        return {k: v for k, v in summarise(rows).items() if isinstance(v, (int, float))}
+    return {ULTRALYTICS_KEYS.get(k, k): v for k, v in res.metrics.items()}
+
+
+def train_folds(task: str, folds: int, evaluate_fold=evaluate_fold, **kwargs) -> dict:
+    """Patient-level K-fold cross-validation: train K models, score each on its own val fold, and
+    return per-fold metrics and their mean +- SD (sample SD, ddof 1). Writes ``cv-Kfold.json``."""
+    if folds < 2:
+        raise FetalDetectError(f"--folds must be >= 2, got {folds}")
+    t = get_task(task) if isinstance(task, str) else task
+    kwargs.pop("name", None)  # fold runs are always named fold0..fold{K-1}
     per_fold = []
     for k in range(folds):
-        res = train(task, fold=k, folds=folds, name=f"fold{k}", **kwargs)
-        m = evaluate_fold(res, k) if evaluate_fold else res.metrics
-        per_fold.append(m)
-    keys = sorted({k for m in per_fold for k, v in m.items() if isinstance(v, (int, float))})
+        res = train(t, fold=k, folds=folds, name=f"fold{k}", **kwargs)
+        m = evaluate_fold(t, res, kwargs.get("data"), folds, k) if evaluate_fold else dict(res.metrics)
+        per_fold.append({"fold": k, "weights": str(res.weights), **m})
+    keys = sorted({k for m in per_fold for k, v in m.items() if k != "fold" and isinstance(v, (int, float))
+                   and not isinstance(v, bool)})
     summary = {}
     for key in keys:
-        vals = [m[key] for m in per_fold if isinstance(m.get(key), (int, float))]
-        summary[key] = {"mean": statistics.fmean(vals), "sd": statistics.stdev(vals) if len(vals) > 1 else 0.0}
-    out = {"task": task, "folds": folds, "per_fold": per_fold, "summary": summary}
-    path = settings.RUNS_DIR / "train" / task / f"cv-{folds}fold.json"
+        vals = [m[key] for m in per_fold if isinstance(m.get(key), (int, float)) and math.isfinite(m[key])]
+        if not vals:
+            continue
+        mean, sd = statistics.fmean(vals), statistics.stdev(vals) if len(vals) > 1 else 0.0
+        summary[key] = {"mean": mean, "sd": sd, "n": len(vals), "text": f"{mean:.4g} ± {sd:.2g}"}
+    out = {"task": t.name, "folds": folds, "per_fold": per_fold, "summary": summary}
+    path = settings.RUNS_DIR / "train" / t.name / f"cv-{folds}fold.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(out, indent=2) + "\n")
+    out["path"] = str(path)
     return out

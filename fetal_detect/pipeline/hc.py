@@ -18,7 +18,7 @@ class HCMeasurer:
     task = "hc-seg"
 
     def __init__(self, weights: str | Path | None = None, predictor=None):
-        self.predictor = predictor or load_predictor(self.task, weights)
+        self.predictor = predictor or load_predictor(self.task, weights, conf=0.1)  # a skull is always expected
         cal = self.predictor.meta.get("calibration") if hasattr(self.predictor, "meta") else None
         self.calibration = HCCalibration(**cal) if cal else HCCalibration()
 
