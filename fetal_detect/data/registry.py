@@ -51,6 +51,14 @@ class DatasetEntry:
         """The source folder (relative paths are from the project home), or None for generated data."""
         path = self.source.get("path")
         if path is None:
+            if "roboflow" in self.source:  # a Roboflow entry without a local copy: the synced version
+                from fetal_detect.data.roboflow_sync import synced_root
+
+                root = synced_root(self.source["roboflow"])
+                if root is None:
+                    raise FetalDetectError(f"dataset '{self.name}' is not synced yet: run "
+                                           f"`fetal-detect data sync {self.name}`")
+                return root
             return None
         p = Path(os.path.expandvars(str(path))).expanduser()
         return p if p.is_absolute() else (settings.HOME / p).resolve()
@@ -147,6 +155,10 @@ def _to_label_space(records: list[Record], entry: DatasetEntry) -> list[Record]:
 
 def _source_fingerprint(entry: DatasetEntry, registry: dict) -> str:
     h = hashlib.sha1(json.dumps(entry.fingerprint_data(), sort_keys=True, default=str).encode())
+    gen = (entry.options.get("synthetic") or {}).get("generator")
+    if gen and (settings.HOME / gen).exists():  # a retrained generator invalidates the cache
+        st = (settings.HOME / gen).stat()
+        h.update(f"{gen}:{st.st_size}:{int(st.st_mtime)}".encode())
     if entry.layout == "union":
         for m in entry.source["union"]:
             h.update(_source_fingerprint(get_entry(m, registry), registry).encode())
@@ -184,13 +196,25 @@ class PreparedDataset:
 
 
 def prepare(name_or_path: str | Path, kind: str, folds: int | None = None, fold: int = 0,
-            force: bool = False, out_root: Path | None = None) -> PreparedDataset:
-    """Convert (or reuse from cache) a dataset for an Ultralytics task ``kind`` (segment/detect/classify)."""
+            force: bool = False, out_root: Path | None = None, preprocess=None) -> PreparedDataset:
+    """Convert (or reuse from cache) a dataset for an Ultralytics task ``kind`` (segment/detect/classify).
+
+    ``preprocess``: steps of :func:`fetal_detect.preprocess.apply` baked into the written images (they
+    are then PNG copies, not links); each set of steps has its own cache folder ``KIND-pp<hash>``.
+    """
+    from fetal_detect import preprocess as pp
+
+    steps = pp.canonical(preprocess)
+    if steps and kind != "classify" and pp.changes_geometry(steps):
+        raise FetalDetectError(f"preprocess steps {steps} change the image geometry; they are only allowed "
+                               "for classification (boxes and masks would no longer match)")
     registry = load_registry()
     entry = get_entry(name_or_path, registry)
     out_root = Path(out_root or settings.CACHE_DIR)
-    out = out_root / entry.name / (f"fold-{fold}-of-{folds}" if folds else "holdout") / kind
-    fp = hashlib.sha1(f"{_source_fingerprint(entry, registry)}:{kind}:{folds}:{fold}".encode()).hexdigest()
+    key = pp.steps_key(steps)
+    out = out_root / entry.name / (f"fold-{fold}-of-{folds}" if folds else "holdout") / (f"{kind}-pp{key}" if key else kind)
+    fp = hashlib.sha1(f"{_source_fingerprint(entry, registry)}:{kind}:{folds}:{fold}".encode()
+                      + (f":pp{json.dumps(steps, sort_keys=True)}".encode() if steps else b"")).hexdigest()
     mf = out / "manifest.json"
     if mf.exists() and not force:
         manifest = json.loads(mf.read_text())
@@ -199,7 +223,7 @@ def prepare(name_or_path: str | Path, kind: str, folds: int | None = None, fold:
     records = read_records(entry, kind, registry)
     if not records:
         raise FetalDetectError(f"dataset '{entry.name}': no images found")
-    return write_dataset(records, entry, kind, out, fp, folds, fold)
+    return write_dataset(records, entry, kind, out, fp, folds, fold, preprocess=steps)
 
 
 def _assign(records: list[Record], entry: DatasetEntry, folds: int | None, fold: int) -> list[str]:
@@ -211,12 +235,19 @@ def _assign(records: list[Record], entry: DatasetEntry, folds: int | None, fold:
 
 
 def write_dataset(records: list[Record], entry: DatasetEntry, kind: str, out: Path, fingerprint: str,
-                  folds: int | None = None, fold: int = 0) -> PreparedDataset:
+                  folds: int | None = None, fold: int = 0, preprocess=None) -> PreparedDataset:
     """Split by patient and write the Ultralytics layout into a temporary folder, then swap it in."""
     import cv2
 
+    from fetal_detect import preprocess as pp
+
     splits = _assign(records, entry, folds, fold)
     check_no_leakage([r.patient_id for r in records], splits)
+    if entry.options.get("synthetic"):  # GAN images: appended after the split, to train only, never val/test
+        from fetal_detect.gan.sample import synthetic_records
+
+        synth = synthetic_records(entry.options["synthetic"], kind)
+        records, splits = records + synth, splits + ["train"] * len(synth)
     names = list(entry.names) or sorted({n for r in records for n, *_ in (r.boxes + r.polygons)} |
                                         {r.label for r in records if r.label})
     index = {n: i for i, n in enumerate(names)}
@@ -235,7 +266,17 @@ def write_dataset(records: list[Record], entry: DatasetEntry, kind: str, out: Pa
         else:
             img_dir = tmp / "images" / split
         img_dir.mkdir(parents=True, exist_ok=True)
-        if isinstance(rec.image, Path):
+        if preprocess:  # processed copies: training sees what the runtime will feed the model
+            dst = img_dir / f"{rec.name}.png"
+            src = cv2.imread(str(rec.image), cv2.IMREAD_UNCHANGED) if isinstance(rec.image, Path) else rec.image()
+            if src is None:
+                raise FetalDetectError(f"{rec.image}: cannot read image")
+            if src.dtype != "uint8":
+                src = cv2.convertScaleAbs(src, alpha=255.0 / max(float(src.max()), 1.0))
+            if not cv2.imwrite(str(dst), pp.apply(src, preprocess)):
+                raise FetalDetectError(f"{dst}: could not write image")
+            sha = file_sha256(dst)
+        elif isinstance(rec.image, Path):
             dst = img_dir / f"{rec.name}{rec.image.suffix.lower()}"
             os.symlink(rec.image.resolve(), dst)
             sha = file_sha256(rec.image)
@@ -246,6 +287,7 @@ def write_dataset(records: list[Record], entry: DatasetEntry, kind: str, out: Pa
             sha = file_sha256(dst)
         c = counts[split]
         c["images"] += 1
+        c["synthetic"] = c.get("synthetic", 0) + bool(rec.meta.get("synthetic"))
         c["patients"].add(rec.patient_id)
         if kind == "classify":
             c["instances"][rec.label] += 1
@@ -263,9 +305,11 @@ def write_dataset(records: list[Record], entry: DatasetEntry, kind: str, out: Pa
             lbl_dir.mkdir(parents=True, exist_ok=True)
             (lbl_dir / f"{rec.name}.txt").write_text("\n".join(lines) + ("\n" if lines else ""))
         files.append({"name": dst.name, "split": split, "patient": rec.patient_id, "sha256": sha,
-                      "source": str(rec.image) if isinstance(rec.image, Path) else "generated"})
+                      "source": str(rec.image) if isinstance(rec.image, Path) else "generated",
+                      **({"synthetic": True} if rec.meta.get("synthetic") else {})})
         meta_rows.append({"name": rec.name, "file": str(dst.relative_to(tmp)), "split": split,
-                          "patient": rec.patient_id, **rec.meta})
+                          "patient": rec.patient_id, **rec.meta,
+                          **({"source_file": str(rec.image)} if preprocess and isinstance(rec.image, Path) else {})})
     if not counts.get("val", {}).get("images") and kind != "gan":
         shutil.rmtree(tmp, ignore_errors=True)
         raise FetalDetectError(f"dataset '{entry.name}': the split left no validation images "
@@ -284,7 +328,8 @@ def write_dataset(records: list[Record], entry: DatasetEntry, kind: str, out: Pa
         "source": entry.source, "fingerprint": fingerprint, "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
         "split_rule": {**(entry.split or {}), "folds": folds, "fold": fold if folds else None,
                        "grouped_by": "patient"},
-        "counts": {s: {"images": v["images"], "patients": len(v["patients"]),
+        "preprocess": list(preprocess or []),
+        "counts": {s: {"images": v["images"], "synthetic": v.get("synthetic", 0), "patients": len(v["patients"]),
                        "instances": dict(sorted(v["instances"].items()))} for s, v in counts.items()},
         "license": entry.license, "citation": entry.citation, "files": files,
     }
