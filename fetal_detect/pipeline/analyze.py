@@ -15,6 +15,8 @@ from fetal_detect.errors import FetalDetectError
 from fetal_detect.pipeline import public
 
 TASKS = ("auto", "hc", "nt", "cns")
+PLANE_ROUTES = {"trans-thalamic": "hc", "trans-ventricular": "cns", "mid-sagittal": "nt", "other": None}
+"""plane-cls class -> measurement (None: no standard plane, nothing is measured)."""
 
 
 class Analyzer:
@@ -30,19 +32,55 @@ class Analyzer:
                 from fetal_detect.pipeline.hc import HCMeasurer
 
                 self._measurers[kind] = HCMeasurer(self.weights.get("hc-seg"))
+            elif kind == "nt":
+                from fetal_detect.pipeline.nt import NTMeasurer
+
+                self._measurers[kind] = NTMeasurer(self.weights.get("nt-det"), self.weights.get("nt-seg"))
+            elif kind == "cns":
+                from fetal_detect.pipeline.cns import CNSMeasurer
+
+                self._measurers[kind] = CNSMeasurer(self.weights.get("cns-det"))
             else:
                 raise FetalDetectError(f"task '{kind}' is not available in this build", status=400)
         return self._measurers[kind]
+
+    def plane_classifier(self):
+        """The plane-cls predictor (given in ``weights`` or shipped), or None when there is none."""
+        if "plane-cls" not in self._measurers:
+            from fetal_detect.runtime import load_predictor
+            from fetal_detect.tasks import get_task
+
+            t = get_task("plane-cls")
+            given = self.weights.get("plane-cls")
+            shipped = t.weights.exists() or t.weights.with_suffix(".onnx").exists()
+            self._measurers["plane-cls"] = load_predictor(t, given) if given or shipped else None
+        return self._measurers["plane-cls"]
 
     def analyze(self, image: np.ndarray, pixel_size_mm: float | None = None, task: str = "auto") -> dict:
         if task not in TASKS:
             raise FetalDetectError(f"task must be one of {', '.join(TASKS)}, got '{task}'")
         t0 = time.perf_counter()
-        kind = "hc" if task == "auto" else task
+        plane, plane_conf, models = None, None, {}
+        kind = task
+        if task == "auto":
+            classifier = self.plane_classifier()
+            if classifier is None:  # no plane model: the HC pipeline, as before plane-cls existed
+                kind = "hc"
+            else:
+                plane, plane_conf = classifier.predict(image).top_class
+                plane_conf = round(float(plane_conf), 4)
+                models["plane-cls"] = {"task": "plane-cls", "weights": str(classifier.weights),
+                                       "backend": classifier.backend}
+                kind = PLANE_ROUTES.get(plane)
+        if kind is None:
+            report = {"status": "no_standard_plane", "task": None, "plane": plane, "plane_confidence": plane_conf,
+                      "measurements": {}, "result": {}, "models": models, "version": __version__}
+            report["processing_ms"] = round((time.perf_counter() - t0) * 1000, 1)
+            return report
         m = self.measurer(kind)
         res = m(image, pixel_size_mm)
-        report = {"status": "ok", "task": kind, "plane": None, "plane_confidence": None,
+        report = {"status": "ok", "task": kind, "plane": plane, "plane_confidence": plane_conf,
                   "measurements": {k: v for k, v in res.items() if k.endswith(("_mm", "_px", "_weeks"))},
-                  "result": public(res), "models": {kind: m.model_info}, "version": __version__}
+                  "result": public(res), "models": {**models, kind: m.model_info}, "version": __version__}
         report["processing_ms"] = round((time.perf_counter() - t0) * 1000, 1)
         return report

@@ -1,0 +1,43 @@
+"""``analyze IMAGE``: classify the scan plane, route to its measurement (HC, NT, CNS), print one JSON report."""
+WEIGHT_FLAGS = {"plane-cls": "plane_weights", "hc-seg": "hc_weights", "nt-det": "nt_weights", "cns-det": "cns_weights"}
+
+
+def register(sub):
+    p = sub.add_parser("analyze", help="plane + the matching measurement for one image, as one JSON report",
+                       description="Classify the scan plane (plane-cls) and route to the right measurement: "
+                                   "trans-thalamic -> HC, mid-sagittal -> NT, trans-ventricular -> CNS structures, "
+                                   "other -> status no_standard_plane. --task forces one measurement.")
+    p.add_argument("image", help="PNG/JPEG/BMP/TIFF or DICOM file")
+    p.add_argument("--task", default="auto", choices=("auto", "hc", "nt", "cns"),
+                   help="auto (default): classify the plane first")
+    p.add_argument("--pixel-size", dest="pixel_size", metavar="MM",
+                   help="mm per pixel; DICOM calibration is used when absent; without either, results are in px")
+    for task, dest in WEIGHT_FLAGS.items():
+        p.add_argument(f"--{task.split('-')[0]}-weights", dest=dest, metavar="W",
+                       help=f"{task} model (.pt/.onnx); default weights/{task}.pt")
+    p.add_argument("--overlay", metavar="PNG", help="write the image with the detections drawn")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from fetal_detect.commands import print_json
+    from fetal_detect.commands.measure import positive_mm
+    from fetal_detect.io import load_image
+    from fetal_detect.pipeline.analyze import Analyzer
+
+    loaded = load_image(args.image)
+    px = positive_mm(args.pixel_size) if args.pixel_size else loaded.pixel_size_mm
+    weights = {task: getattr(args, dest) for task, dest in WEIGHT_FLAGS.items() if getattr(args, dest)}
+    report = Analyzer(weights).analyze(loaded.image, px, args.task)
+    report["image"] = str(args.image)
+    report["pixel_size_source"] = "--pixel-size" if args.pixel_size else loaded.pixel_size_source
+    if args.overlay:
+        from fetal_detect.report import draw_boxes, write_image
+
+        dets = report["result"].get("detections") or []
+        if not dets and report["result"].get("structures"):
+            dets = list(report["result"]["structures"].values())
+        write_image(args.overlay, draw_boxes(loaded.image, dets))
+        report["overlay"] = args.overlay
+    print_json(report)
+    return 0
