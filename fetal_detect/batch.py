@@ -32,6 +32,7 @@ from typing import Iterable, Iterator
 
 from fetal_detect import __version__
 from fetal_detect.errors import FetalDetectError
+from fetal_detect.io import parse_pixel_size_mm
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".dcm", ".dicom"}
 ENGINES = ("local", "ray")
@@ -119,21 +120,10 @@ def read_input_csv(path: Path) -> list[Item]:
             p = Path(row["path"].strip())
             if not p.is_absolute():
                 p = path.parent / p
-            px = (row.get("pixel_size_mm") or "").strip()
-            items.append(Item(str(p), _positive_mm(px, f"{path}:{i}") if px else None))
+            px = parse_pixel_size_mm(row.get("pixel_size_mm"), f"{path}:{i}: pixel_size_mm")
+            items.append(Item(str(p), px))
     return items
 
-
-def _positive_mm(text: str, where: str) -> float | None:
-    try:
-        v = float(text)
-    except ValueError:
-        raise FetalDetectError(f"{where}: pixel_size_mm must be a number of mm, got '{text}'") from None
-    if math.isnan(v):
-        return None
-    if not (v > 0 and math.isfinite(v)):
-        raise FetalDetectError(f"{where}: pixel_size_mm must be > 0, got {text}")
-    return v
 
 
 def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str | None:

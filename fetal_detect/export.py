@@ -209,7 +209,7 @@ def sidecar(t: Task, src: Path, src_meta: dict, fmt: str, precision: str, imgsz:
                "scale": "1/255", "layout": "NCHW float32"}
     else:
         pre = {"resize": f"letterbox: longest side to {imgsz} px, aspect kept, bilinear", "pad": 114,
-               "input": f"smallest multiple of 32 around the image (dynamic axes)" if dynamic else f"{imgsz}x{imgsz}",
+               "input": "smallest multiple of 32 around the image (dynamic axes)" if dynamic else f"{imgsz}x{imgsz}",
                "color": "grey->BGR->RGB", "scale": "1/255", "layout": "NCHW float32"}
     keep = {k: v for k, v in src_meta.items() if k not in ("ultralytics_metrics",)}
     return {**keep, "task": t.name, "kind": t.kind, "format": fmt, "precision": precision,

@@ -9,6 +9,7 @@ Patient-identifying DICOM tags are never copied out of this module.
 from __future__ import annotations
 
 import io as _io
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -35,6 +36,22 @@ class LoadedImage:
     @property
     def image(self) -> np.ndarray:
         return self.frames[0]
+
+
+def parse_pixel_size_mm(value, what: str = "pixel size") -> float | None:
+    """A user-given pixel size -> mm per pixel; None or blank -> None (no calibration).
+
+    Anything that is not a finite number > 0 is a :class:`FetalDetectError` naming ``what``.
+    """
+    if value is None or str(value).strip() == "":
+        return None
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise FetalDetectError(f"{what} must be a number of mm, got '{str(value)[:40]}'") from None
+    if not (v > 0 and math.isfinite(v)):
+        raise FetalDetectError(f"{what} must be > 0 mm, got {value}")
+    return v
 
 
 def sniff_format(head: bytes) -> str | None:

@@ -1,4 +1,8 @@
-"""Test set-up: outputs in a temporary runs/ folder, the network off, tiny phantom models shared."""
+"""Test set-up: outputs in a temporary runs/ folder, the network off, tiny phantom models shared.
+
+Tests never read the shipped ``weights/``: every model a test uses is trained by the test set-up,
+so results do not depend on which models happen to be shipped.
+"""
 import atexit
 import os
 import shutil
@@ -12,6 +16,7 @@ _RUNS = Path(tempfile.mkdtemp(prefix="fetal-detect-tests-"))
 atexit.register(shutil.rmtree, _RUNS, ignore_errors=True)
 os.environ["FETAL_DETECT_RUNS"] = str(_RUNS)
 os.environ["FETAL_DETECT_CACHE"] = str(_RUNS / "datasets")
+os.environ["FETAL_DETECT_WEIGHTS"] = str(_RUNS / "weights")  # hermetic: shipped models never change a test
 os.environ.setdefault("YOLO_VERBOSE", "False")
 os.environ["YOLO_CONFIG_DIR"] = str(_RUNS / ".ultralytics")
 

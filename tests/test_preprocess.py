@@ -1,5 +1,4 @@
 """Preprocessing: sector detection on phantoms with a known fan, each step's contract, the CLI."""
-import json
 
 import cv2
 import numpy as np

@@ -1,6 +1,5 @@
 """The dataset registry: entries for every shared set, cached conversion with a manifest, auto-detection."""
 import json
-from pathlib import Path
 
 import pytest
 import yaml

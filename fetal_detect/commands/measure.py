@@ -2,20 +2,16 @@
 
 Each kind is one small function below (``_hc``, ...) registered in ``KINDS``.
 """
-import math
 import time
 
 from fetal_detect.errors import FetalDetectError
 
 
 def positive_mm(text: str) -> float:
-    try:
-        v = float(text)
-    except ValueError:
-        raise FetalDetectError(f"--pixel-size must be a number of mm, got '{text}'") from None
-    if not (v > 0 and math.isfinite(v)):
-        raise FetalDetectError(f"--pixel-size must be > 0 mm, got {text}")
-    return v
+    """``--pixel-size`` -> mm per pixel (see :func:`fetal_detect.io.parse_pixel_size_mm`)."""
+    from fetal_detect.io import parse_pixel_size_mm
+
+    return parse_pixel_size_mm(text, "--pixel-size")
 
 
 def _add_common(p):

@@ -44,15 +44,9 @@ def image_quality(image: np.ndarray) -> dict:
 
 def parse_pixel_size(text: str | None) -> float | None:
     """Form field ``pixel_size_mm`` -> positive finite float, or None when empty."""
-    if text is None or str(text).strip() == "":
-        return None
-    try:
-        v = float(text)
-    except ValueError:
-        raise FetalDetectError(f"pixel_size_mm must be a number of mm, got '{str(text)[:40]}'") from None
-    if not (v > 0 and math.isfinite(v)):
-        raise FetalDetectError(f"pixel_size_mm must be > 0 mm, got {text}")
-    return v
+    from fetal_detect.io import parse_pixel_size_mm
+
+    return parse_pixel_size_mm(text, "pixel_size_mm")
 
 
 def analyze_upload(analyzer, data: bytes, task: str = "auto", pixel_size_mm: float | None = None,
