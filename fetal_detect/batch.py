@@ -20,7 +20,6 @@ from __future__ import annotations
 import csv
 import functools
 import glob
-import hashlib
 import json
 import logging
 import math
@@ -126,16 +125,14 @@ def read_input_csv(path: Path) -> list[Item]:
 
 
 
-def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str | None:
+def file_sha256(path: str | Path) -> str | None:
     """Hex SHA-256 of a file's bytes (None when it cannot be read)."""
-    h = hashlib.sha256()
+    from fetal_detect.data.registry import file_sha256 as sha256
+
     try:
-        with open(path, "rb") as f:
-            while b := f.read(chunk):
-                h.update(b)
+        return sha256(Path(path))
     except OSError:
         return None
-    return h.hexdigest()
 
 
 # ----------------------------------------------------------------------------------------------
