@@ -27,7 +27,7 @@ def run(args) -> int:
 
     out = Path(args.out or settings.RUNS_DIR / "demo")
     measurer = HCMeasurer(args.weights)
-    write_hc18_layout(out / "phantoms", args.n, seed=2026)
+    write_hc18_layout(out / "phantoms", args.n, seed=2026, first_index=901)  # HC18 ids stop at 806: no clash
     items, _ = iter_hc18(out / "phantoms")
     sources = {it.image_path.name: "phantom" for it in items}
     if args.hc18 and (settings.SHARED_DATA / "hc18").is_dir():
@@ -46,10 +46,10 @@ def run(args) -> int:
     report = {"model": measurer.model_info, "summary": summary, "images": rows}
     write_json(out / "report.json", report)
     write_csv(out / "report.csv", rows)
-    names = [r["image"] for r in rows if r["image"] in overlays]
+    shown = [r for r in rows if r["status"] == "ok" and r["image"] in overlays]
     write_image(out / "overview.png", contact_sheet(
-        [overlays[n] for n in names],
-        [f"{n}: HC {r['hc_mm']:.1f} vs {r['hc_ref_mm']:.1f} mm" for n in names for r in rows if r["image"] == n]))
+        [overlays[r["image"]] for r in shown],
+        [f"{r['image']}: HC {r['hc_mm']:.1f} vs {r['hc_ref_mm']:.1f} mm" for r in shown]))
     print(f"{'image':22s} {'source':9s} {'HC mm':>8s} {'ref mm':>8s} {'err mm':>7s} {'dice':>6s}")
     for r in rows:
         if r["status"] == "ok":

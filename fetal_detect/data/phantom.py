@@ -147,17 +147,17 @@ def make_hc(seed: int, pixel_size_mm: float | None = None, hc_mm: float | None =
     # semi-axes in mm for the requested perimeter: scale a unit ellipse of this ratio
     a_mm = hc_mm / ellipse_perimeter(1.0, ratio)
     b_mm = a_mm * ratio
-    if pixel_size_mm is None:  # BPD spans 50-80 % of the frame height
-        pixel_size_mm = 2 * b_mm / (rng.uniform(0.5, 0.8) * min(w, h))
+    if pixel_size_mm is None:  # BPD spans 35-60 % of the frame height, so the head stays inside the fan
+        pixel_size_mm = 2 * b_mm / (rng.uniform(0.35, 0.6) * min(w, h))
     a, b = a_mm / pixel_size_mm, b_mm / pixel_size_mm
     if 2 * a > 0.98 * max(w, h) or 2 * b > 0.98 * min(w, h):
         raise ValueError(f"head of HC {hc_mm:.0f} mm does not fit {w}x{h} px at {pixel_size_mm} mm/px")
-    angle = float(rng.uniform(-30, 30))
-    # keep the whole ellipse inside the frame
+    angle = float(rng.uniform(-25, 25))
+    # centre low in the fan (where it is widest), kept so the whole ellipse is inside the frame
     ext_x = math.sqrt((a * math.cos(math.radians(angle))) ** 2 + (b * math.sin(math.radians(angle))) ** 2)
     ext_y = math.sqrt((a * math.sin(math.radians(angle))) ** 2 + (b * math.cos(math.radians(angle))) ** 2)
-    cx = float(rng.uniform(ext_x + 4, w - ext_x - 4)) if w - 2 * ext_x > 8 else w / 2
-    cy = float(rng.uniform(ext_y + 4, h - ext_y - 4)) if h - 2 * ext_y > 8 else h / 2
+    cx = float(np.clip(w * rng.uniform(0.45, 0.55), ext_x + 4, w - ext_x - 4)) if w - 2 * ext_x > 8 else w / 2
+    cy = float(np.clip(h * rng.uniform(0.52, 0.62), ext_y + 4, h - ext_y - 4)) if h - 2 * ext_y > 8 else h / 2
 
     xx, yy = _grid(h, w)
     echo = _background(h, w, rng)
@@ -301,8 +301,9 @@ def generate(kind: str, n: int, seed: int = 0, **kwargs) -> Iterator[Phantom]:
         yield MAKERS[kind](seed + i, **kwargs)
 
 
-def write_hc18_layout(out_dir, n: int, seed: int = 0, **kwargs) -> list[Phantom]:
-    """Write ``n`` HC phantoms in the HC18 layout (``images/``, ``masks/``, ``pixel_size_and_HC.csv``).
+def write_hc18_layout(out_dir, n: int, seed: int = 0, first_index: int = 1, **kwargs) -> list[Phantom]:
+    """Write ``n`` HC phantoms in the HC18 layout (``images/``, ``masks/``, ``pixel_size_and_HC.csv``),
+    named ``NNN_HC.png`` from ``first_index`` (each its own "patient").
 
     Lets every HC code path (converter, evaluate, demo) run on exact truth with no real data.
     """
@@ -314,7 +315,7 @@ def write_hc18_layout(out_dir, n: int, seed: int = 0, **kwargs) -> list[Phantom]
     rows = ["filename,pixel size(mm),head circumference (mm)"]
     phantoms = []
     for i, ph in enumerate(generate("hc", n, seed, **kwargs)):
-        name = f"{i + 1:03d}_HC.png"
+        name = f"{i + first_index:03d}_HC.png"
         cv2.imwrite(str(out / "images" / name), ph.image)
         cv2.imwrite(str(out / "masks" / name.replace(".png", "_Mask.png")), ph.mask)
         rows.append(f"{name},{ph.pixel_size_mm:.10f},{ph.truth['hc_mm']:.4f}")

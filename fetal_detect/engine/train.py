@@ -90,7 +90,7 @@ def train(task: str | Task, data: str | None = None, epochs: int | None = None, 
     sidecar = {"task": t.name, "kind": t.kind, "names": prepared.names, "imgsz": args["imgsz"],
                "dataset": prepared.manifest["dataset"], "dataset_fingerprint": prepared.manifest["fingerprint"],
                "split": prepared.manifest["split_rule"], "counts": prepared.manifest["counts"],
-               "epochs": args["epochs"], "seed": seed, "model": model_cfg, "preprocess": steps,
+               "epochs": int(getattr(trainer, "epoch", args["epochs"] - 1)) + 1, "seed": seed, "model": model_cfg, "preprocess": steps,
                "ultralytics_metrics": metrics}
     sidecar_path = best.with_suffix(".json")
     if t.measure == "hc":
