@@ -48,13 +48,9 @@ def machine_info(threads: int) -> dict:
         info["load_avg_1m_at_start"] = round(os.getloadavg()[0], 2)
     except OSError:
         pass
-    from importlib.metadata import PackageNotFoundError, version
+    from fetal_detect.settings import package_versions
 
-    for pkg in ("onnxruntime", "torch", "ultralytics", "openvino"):
-        try:
-            info[pkg] = version(pkg)
-        except PackageNotFoundError:
-            pass
+    info.update(package_versions("onnxruntime", "torch", "ultralytics", "openvino"))
     return info
 
 

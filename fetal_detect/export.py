@@ -225,15 +225,9 @@ def sidecar(t: Task, src: Path, src_meta: dict, fmt: str, precision: str, imgsz:
 
 
 def _versions() -> dict:
-    from importlib.metadata import PackageNotFoundError, version
+    from fetal_detect.settings import package_versions
 
-    out = {}
-    for pkg in ("ultralytics", "torch", "onnx", "onnxruntime"):
-        try:
-            out[pkg] = version(pkg)
-        except PackageNotFoundError:
-            pass
-    return out
+    return package_versions("ultralytics", "torch", "onnx", "onnxruntime")
 
 
 # ---------------------------------------------------------------------------------------------

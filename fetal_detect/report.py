@@ -78,6 +78,18 @@ def write_image(path: Path, image: np.ndarray) -> Path:
     return path
 
 
+def save_figure(fig, path: Path) -> Path:
+    """Lay out, save and close a matplotlib figure (folders made as needed)."""
+    import matplotlib.pyplot as plt
+
+    path = Path(path)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
 def write_json(path: Path, obj) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

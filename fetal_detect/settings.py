@@ -34,6 +34,19 @@ SHARED_DATA = Path(os.environ.get("FETAL_DETECT_SHARED", HOME.parent / "shared" 
 ULTRALYTICS_DIR = RUNS_DIR / ".ultralytics"
 
 
+def package_versions(*names: str) -> dict[str, str]:
+    """Installed versions of the named packages (absent ones left out), for sidecars and benchmarks."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {}
+    for pkg in names:
+        try:
+            out[pkg] = version(pkg)
+        except PackageNotFoundError:
+            pass
+    return out
+
+
 def configure_ultralytics_offline() -> None:
     """Make Ultralytics work with no network: no weight, font or dataset downloads, no update checks.
 

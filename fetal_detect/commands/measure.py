@@ -22,23 +22,36 @@ def _add_common(p):
     p.add_argument("--overlay", metavar="PNG", help="write the image with the measurement drawn")
 
 
-def _hc(args) -> dict:
+def _load(args):
+    """The image (or DICOM) and its pixel size: ``--pixel-size`` first, then the file's calibration."""
     from fetal_detect.io import load_image
-    from fetal_detect.pipeline import public
-    from fetal_detect.pipeline.hc import HCMeasurer
-    from fetal_detect.report import draw_hc, write_image
 
-    t0 = time.perf_counter()
     loaded = load_image(args.image)
-    px = positive_mm(args.pixel_size) if args.pixel_size else loaded.pixel_size_mm
-    measurer = HCMeasurer(args.weights)
-    res = measurer(loaded.image, px)
+    return loaded, positive_mm(args.pixel_size) if args.pixel_size else loaded.pixel_size_mm
+
+
+def _finish(res: dict, args, loaded, measurer, draw, t0: float) -> dict:
+    """Overlay (``--overlay``), timing, pixel-size source and model facts, shared by every kind."""
+    from fetal_detect.report import write_image
+
     if args.overlay:
-        write_image(args.overlay, draw_hc(loaded.image, res))
+        write_image(args.overlay, draw(loaded.image, res))
         res["overlay"] = args.overlay
     res["processing_ms"] = round((time.perf_counter() - t0) * 1000, 1)
     res["pixel_size_source"] = "--pixel-size" if args.pixel_size else loaded.pixel_size_source
     res["model"] = measurer.model_info
+    return res
+
+
+def _hc(args) -> dict:
+    from fetal_detect.pipeline import public
+    from fetal_detect.pipeline.hc import HCMeasurer
+    from fetal_detect.report import draw_hc
+
+    t0 = time.perf_counter()
+    loaded, px = _load(args)
+    measurer = HCMeasurer(args.weights)
+    res = _finish(measurer(loaded.image, px), args, loaded, measurer, draw_hc, t0)
     if args.ga_weeks is not None:
         if res.get("units") != "mm":
             raise FetalDetectError("--ga-weeks needs HC in mm: give --pixel-size (or a calibrated DICOM)")
@@ -53,10 +66,8 @@ def _hc_args(p):
 
 
 def _nt(args) -> dict:
-    from fetal_detect.io import load_image
     from fetal_detect.pipeline import public
     from fetal_detect.pipeline.nt import NTMeasurer, draw_nt, parse_box
-    from fetal_detect.report import write_image
 
     t0 = time.perf_counter()
     box = parse_box(args.box)
@@ -66,16 +77,9 @@ def _nt(args) -> dict:
             crl = float(args.crl_mm)
         except ValueError:
             raise FetalDetectError(f"--crl-mm must be a number of mm, got '{args.crl_mm}'") from None
-    loaded = load_image(args.image)
-    px = positive_mm(args.pixel_size) if args.pixel_size else loaded.pixel_size_mm
+    loaded, px = _load(args)
     measurer = NTMeasurer(args.weights, args.seg_weights, need_detector=box is None)
-    res = measurer(loaded.image, px, box=box, crl_mm=crl)
-    if args.overlay:
-        write_image(args.overlay, draw_nt(loaded.image, res))
-        res["overlay"] = args.overlay
-    res["processing_ms"] = round((time.perf_counter() - t0) * 1000, 1)
-    res["pixel_size_source"] = "--pixel-size" if args.pixel_size else loaded.pixel_size_source
-    res["model"] = measurer.model_info
+    res = _finish(measurer(loaded.image, px, box=box, crl_mm=crl), args, loaded, measurer, draw_nt, t0)
     return public(res)
 
 

@@ -17,7 +17,7 @@ from fetal_detect.data.converters.hc18 import HC18Item, iter_hc18
 from fetal_detect.errors import FetalDetectError
 from fetal_detect.measure.geometry import dice, ellipse_perimeter, fit_ellipse, hausdorff_px
 from fetal_detect.measure.hc import HCCalibration, fit_calibration
-from fetal_detect.report import contact_sheet, draw_hc, write_csv, write_image, write_json
+from fetal_detect.report import contact_sheet, draw_hc, save_figure, write_csv, write_image, write_json
 
 log = logging.getLogger(__name__)
 
@@ -156,11 +156,7 @@ def bland_altman_plot(rows: list[dict], path: Path, title: str) -> Path | None:
     ax.set_xlabel("mean of model and reference HC (mm)")
     ax.set_ylabel("model - reference HC (mm)")
     ax.set_title(f"{title}\nbias {bias:+.2f} mm, 95% LoA [{bias - 1.96 * sd:+.2f}, {bias + 1.96 * sd:+.2f}] mm")
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def evaluate(data: str | Path, weights: str | Path | None = None, out: str | Path | None = None,

@@ -26,7 +26,7 @@ import numpy as np
 
 from fetal_detect import settings
 from fetal_detect.errors import FetalDetectError
-from fetal_detect.report import write_csv, write_json
+from fetal_detect.report import save_figure, write_csv, write_json
 
 log = logging.getLogger(__name__)
 VIEWS = ("as_trained", "full_frame", "swapped_sector", "anatomy_shuffled")
@@ -106,11 +106,7 @@ def confusion_plot(truth: list[str], pred: list[str], names: list[str], path: Pa
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
     ax.set_title(title, fontsize=9)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def evaluate(data: str | Path, weights: str | Path | None = None, out: str | Path | None = None,
