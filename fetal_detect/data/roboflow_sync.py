@@ -689,14 +689,11 @@ def read_predictions(pred_dir: Path, names: list[str], images_dir: Path | None =
             continue
         lines = []
         if p.suffix == ".txt":
-            for i, line in enumerate(p.read_text().splitlines(), 1):
-                parts = line.split()
-                if not parts:
-                    continue
-                try:
-                    cls, vals = int(parts[0]), [float(v) for v in parts[1:]]
-                except ValueError:
-                    raise FetalDetectError(f"{p}:{i}: not a YOLO prediction line") from None
+            from fetal_detect.data.converters.yolo import yolo_lines
+
+            for i, cls, vals in yolo_lines(p.read_text()):
+                if cls is None:
+                    raise FetalDetectError(f"{p}:{i}: not a YOLO prediction line")
                 if len(vals) not in (4, 5) or not 0 <= cls < len(names):
                     raise FetalDetectError(f"{p}:{i}: expected 'class xc yc w h [conf]' with class < {len(names)}")
                 if len(vals) == 5 and vals[4] < conf:

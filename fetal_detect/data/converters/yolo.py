@@ -17,18 +17,26 @@ log = logging.getLogger(__name__)
 ROBOFLOW_SPLITS = {"train": "train", "valid": "val", "test": "test"}
 
 
+def yolo_lines(text: str):
+    """``(line_no, class_id, values)`` for each non-blank line of a YOLO text file; class_id and values
+    are None when the line is not numbers (callers decide whether that is a problem or an error)."""
+    for i, line in enumerate(text.split("\n"), 1):
+        parts = line.split()
+        if not parts:
+            continue
+        try:
+            yield i, int(parts[0]), [float(v) for v in parts[1:]]
+        except ValueError:
+            yield i, None, None
+
+
 def parse_label_file(path: Path, names: list[str], kind: str) -> tuple[list, list, list[str]]:
     """(boxes, polygons, problems) from a YOLO label file; boxes are (name, xc, yc, w, h) normalised."""
     boxes, polys, problems = [], [], []
     if not path.exists():
         return boxes, polys, [f"{path.name}: no label file"]
-    for i, line in enumerate(path.read_text().split("\n"), 1):
-        parts = line.split()
-        if not parts:
-            continue
-        try:
-            cls, vals = int(parts[0]), [float(v) for v in parts[1:]]
-        except ValueError:
+    for i, cls, vals in yolo_lines(path.read_text()):
+        if cls is None:
             problems.append(f"{path.name}:{i}: not numbers")
             continue
         if not 0 <= cls < len(names):
