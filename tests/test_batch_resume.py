@@ -12,7 +12,7 @@ import pandas as pd
 from fetal_detect.batch import run_batch
 from fetal_detect.data.phantom import make_hc
 
-N = 12
+N = 80  # enough rows that the kill always lands mid-run, even on an idle machine
 
 
 def _archive(folder: Path) -> Path:
@@ -36,7 +36,7 @@ def test_resume_after_kill_has_all_rows_and_no_duplicates(tiny_hc_model, tmp_pat
     try:
         deadline = time.time() + 240
         while _journal_rows(parts) < 3 and proc.poll() is None and time.time() < deadline:
-            time.sleep(0.2)
+            time.sleep(0.02)
     finally:
         os.killpg(proc.pid, signal.SIGKILL)  # the driver and its pool workers, mid-run
         proc.wait()
