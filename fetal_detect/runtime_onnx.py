@@ -76,11 +76,10 @@ def to_blob(images: list[np.ndarray]) -> np.ndarray:
 def preprocess_detect(images: list[np.ndarray], imgsz: int, rect: bool, stride: int = 32
                       ) -> tuple[np.ndarray, list[Letterbox]]:
     """Letterbox a batch; ``rect`` (dynamic models) only when every image has the same shape, like Ultralytics."""
-    bgr = [to_bgr(im) for im in images]
-    same = len({im.shape for im in bgr}) == 1
-    input_hw = letterbox_shape(bgr[0].shape[:2], imgsz, rect and same, stride)
-    boxed = [letterbox(im, input_hw) for im in bgr]
-    return to_blob([b for b, _ in boxed]), [lb for _, lb in boxed]
+    same = len({im.shape[:2] for im in images}) == 1
+    input_hw = letterbox_shape(images[0].shape[:2], imgsz, rect and same, stride)
+    boxed = [letterbox(im, input_hw) for im in images]  # grey stays grey until it is small: 3x less resizing
+    return to_blob([to_bgr(b) for b, _ in boxed]), [lb for _, lb in boxed]
 
 
 def preprocess_classify(images: list[np.ndarray], imgsz: int) -> np.ndarray:

@@ -46,17 +46,20 @@ def ellipse_perimeter(a: float, b: float) -> float:
     return math.pi * (a + b) * (1 + 3 * h / (10 + math.sqrt(4 - 3 * h)))
 
 
+def outer_contour(mask: np.ndarray) -> np.ndarray | None:
+    """Outer border (N x 2 px, in order) of the foreground blob with the largest filled area, or None."""
+    contours, _ = cv2.findContours((mask > 0).astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
+    if not contours:
+        return None
+    return max(contours, key=cv2.contourArea).reshape(-1, 2)
+
+
 def largest_component(mask: np.ndarray) -> np.ndarray:
-    """Binary mask of the largest 8-connected foreground component, holes filled (uint8 0/1)."""
-    m = (mask > 0).astype(np.uint8)
-    n, labels, stats, _ = cv2.connectedComponentsWithStats(m, connectivity=8)
-    if n <= 1:
-        return np.zeros_like(m)
-    keep = 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
-    comp = (labels == keep).astype(np.uint8)
-    contours, _ = cv2.findContours(comp, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
-    filled = np.zeros_like(comp)
-    cv2.drawContours(filled, contours, -1, 1, thickness=cv2.FILLED)
+    """Binary mask (uint8 0/1) of the foreground blob with the largest filled area, holes filled."""
+    filled = np.zeros(mask.shape[:2], np.uint8)
+    border = outer_contour(mask)
+    if border is not None:
+        cv2.drawContours(filled, [border.reshape(-1, 1, 2)], -1, 1, thickness=cv2.FILLED)
     return filled
 
 
@@ -71,16 +74,12 @@ def fit_ellipse(mask: np.ndarray, min_points: int = 20, trim_px: float = 2.0, it
 
     Returns ``(ellipse, inlier_fraction)`` or ``None`` when there is nothing to fit.
     """
-    comp = largest_component(mask)
-    contours, _ = cv2.findContours(comp, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
-    if not contours:
+    border = outer_contour(mask)
+    if border is None or len(border) < min_points:
         return None
-    pts = max(contours, key=len).reshape(-1, 2).astype(np.float64)
-    if len(pts) < min_points:
-        return None
+    pts = border.astype(np.float64)
     # the convex hull bridges concave bites out of the skull (shadowed or missed arcs)
-    hull = cv2.convexHull(pts.astype(np.float32)).reshape(-1, 2).astype(np.float64)
-    on_hull = _points_near_polygon(pts, hull, tol=1.5)
+    on_hull = _near_convex_hull(border, tol=1.5)
     use = pts[on_hull] if on_hull.sum() >= max(min_points, 0.5 * len(pts)) else pts
     ell = _fit(use)
     if ell is None:
@@ -100,15 +99,24 @@ def fit_ellipse(mask: np.ndarray, min_points: int = 20, trim_px: float = 2.0, it
     return Ellipse(ell.cx, ell.cy, ell.a + 0.5, ell.b + 0.5, ell.angle_deg), inliers
 
 
-def _points_near_polygon(pts: np.ndarray, poly: np.ndarray, tol: float) -> np.ndarray:
-    """True for points within ``tol`` px of the closed polygon's edges (vectorised over points x edges)."""
-    a = poly
-    b = np.roll(poly, -1, axis=0)
-    ab = b - a  # (E, 2)
-    ap = pts[:, None, :] - a[None]  # (N, E, 2)
-    t = np.clip((ap * ab).sum(-1) / np.maximum((ab * ab).sum(-1), 1e-12), 0, 1)
-    nearest = a[None] + t[..., None] * ab[None]
-    d = np.linalg.norm(pts[:, None, :] - nearest, axis=-1).min(axis=1)
+def _near_convex_hull(border: np.ndarray, tol: float) -> np.ndarray:
+    """True for border points within ``tol`` px of the convex hull of the (ordered, closed) border.
+
+    The hull's vertices are border points in border order, so each point lies between two
+    consecutive vertices: its distance is taken to that hull edge and the two next to it, O(N).
+    """
+    idx = np.sort(cv2.convexHull(border.reshape(-1, 1, 2).astype(np.int32), returnPoints=False).ravel())
+    if len(idx) < 3:
+        return np.ones(len(border), bool)
+    pts = border.astype(np.float64)
+    a, b = pts[idx], pts[np.roll(idx, -1)]  # edge e runs from vertex e to vertex e + 1
+    own = (np.searchsorted(idx, np.arange(len(pts)), side="right") - 1) % len(idx)
+    d = np.full(len(pts), np.inf)
+    for shift in (-1, 0, 1):
+        e = (own + shift) % len(idx)
+        ab, ap = b[e] - a[e], pts - a[e]
+        t = np.clip((ap * ab).sum(1) / np.maximum((ab * ab).sum(1), 1e-12), 0, 1)
+        d = np.minimum(d, np.hypot(*(ap - t[:, None] * ab).T))
     return d <= tol
 
 
