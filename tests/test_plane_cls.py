@@ -78,6 +78,8 @@ def test_evaluate_class_folders_writes_metrics_and_cue_test(tiny_plane_model, pl
     assert {"full_frame", "swapped_sector", "anatomy_shuffled"} <= set(m["source_cues"])
     assert 0 <= m["source_cues"]["swapped_sector"]["follows_donor"] <= 1
     assert (out / "confusion_matrix.png").exists() and (out / "per_image.csv").exists()
+    assert 0 <= m["macro_auroc"] <= 1 and (out / "roc_pr.png").exists()
+    assert {"auroc", "average_precision"} <= set(m["per_class"]["other"])
 
 
 class _Stub:

@@ -121,7 +121,24 @@ def summarise(rows: list[dict]) -> dict:
         m.update(dice=float(np.mean(d)), dice_sd=float(np.std(d)))
     if len(hd):
         m["hausdorff_mm"] = float(np.mean(hd[np.isfinite(hd)])) if np.isfinite(hd).any() else None
+    m.update(confidence_as_qc(ok))
     return m
+
+
+QC_TOLERANCE_MM = 3.0  # an HC off by more than this is a measurement to redo
+
+
+def confidence_as_qc(ok: list[dict], tolerance_mm: float = QC_TOLERANCE_MM) -> dict:
+    """How well ``confidence`` flags measurements off by more than ``tolerance_mm``: AUROC / AP of 1 - confidence."""
+    from fetal_detect.evaluate.curves import roc_pr
+
+    rows = [r for r in ok if r.get("hc_err_mm") is not None and r.get("confidence") is not None]
+    if not rows:
+        return {}
+    bad = np.array([abs(r["hc_err_mm"]) > tolerance_mm for r in rows])
+    qc = roc_pr(bad, 1.0 - np.array([r["confidence"] for r in rows]))
+    return {"qc_tolerance_mm": tolerance_mm, "qc_n_off": qc["n_positive"], "qc_auroc": qc["auroc"],
+            "qc_average_precision": qc["average_precision"]}
 
 
 def icc_a1(x: np.ndarray, y: np.ndarray) -> float:
@@ -161,7 +178,7 @@ def bland_altman_plot(rows: list[dict], path: Path, title: str) -> Path | None:
 
 def evaluate(data: str | Path, weights: str | Path | None = None, out: str | Path | None = None,
              split: str = "val", progress: bool = True) -> dict:
-    """Score a model on HC data and write metrics.json, per_image.csv, bland_altman.png, worst_cases.png."""
+    """Score a model on HC data; writes metrics.json, per_image.csv, bland_altman.png, qc_roc_pr.png, worst_cases.png."""
     from fetal_detect.pipeline.hc import HCMeasurer
 
     out = Path(out or settings.RUNS_DIR / "evaluate" / "hc-seg" / Path(str(data)).name)
@@ -175,6 +192,13 @@ def evaluate(data: str | Path, weights: str | Path | None = None, out: str | Pat
     write_json(out / "metrics.json", metrics)
     write_csv(out / "per_image.csv", rows)
     bland_altman_plot(rows, out / "bland_altman.png", f"HC: {described}")
+    qc_rows = [r for r in rows if r.get("hc_err_mm") is not None and r.get("confidence") is not None]
+    if qc_rows:
+        from fetal_detect.evaluate.curves import plot_roc_pr
+
+        plot_roc_pr({f"|HC error| > {QC_TOLERANCE_MM:g} mm": (np.array([abs(r["hc_err_mm"]) > QC_TOLERANCE_MM for r in qc_rows]),
+                                                             1.0 - np.array([r["confidence"] for r in qc_rows]))},
+                    out / "qc_roc_pr.png", f"HC: does low confidence flag bad measurements? {described}")
     worst = sorted((r for r in rows if r.get("hc_err_mm") is not None), key=lambda r: -abs(r["hc_err_mm"]))[:8]
     if worst:
         sheet = contact_sheet([overlays[r["image"]] for r in worst],

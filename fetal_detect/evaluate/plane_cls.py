@@ -111,7 +111,7 @@ def confusion_plot(truth: list[str], pred: list[str], names: list[str], path: Pa
 
 def evaluate(data: str | Path, weights: str | Path | None = None, out: str | Path | None = None,
              split: str = "val", seed: int = 0, progress: bool = True, **_) -> dict:
-    """Score a plane classifier; writes metrics.json, per_image.csv, confusion_matrix*.png."""
+    """Score a plane classifier; writes metrics.json, per_image.csv, confusion_matrix*.png, roc_pr.png."""
     from tqdm import tqdm
 
     from fetal_detect import preprocess as pp
@@ -132,7 +132,7 @@ def evaluate(data: str | Path, weights: str | Path | None = None, out: str | Pat
         raise FetalDetectError(f"{data}: no labelled images to score (expected one sub-folder per class)")
     rng = np.random.default_rng(seed)
     donors = {}  # one fan mask per class, from the first image of that class
-    rows, preds = [], {v: [] for v in VIEWS}
+    rows, preds, probs = [], {v: [] for v in VIEWS}, []
     truth = [r.label for r in records]
     for rec in records:
         if rec.label not in donors:
@@ -146,7 +146,10 @@ def evaluate(data: str | Path, weights: str | Path | None = None, out: str | Pat
         row = {"image": rec.name, "patient": rec.patient_id, "label": rec.label, "donor": donor}
         for v in VIEWS:
             if v in views:
-                top, conf = predictor.predict(views[v]).top_class
+                pred = predictor.predict(views[v])
+                top, conf = pred.top_class
+                if v == "as_trained":
+                    probs.append(pred.probs)
                 preds[v].append(top)
                 row[f"pred_{v}"], row[f"conf_{v}"] = top, round(conf, 4)
             else:
@@ -154,6 +157,14 @@ def evaluate(data: str | Path, weights: str | Path | None = None, out: str | Pat
         rows.append(row)
     metrics = {"task": "plane-cls", "data": described, "split": split, "weights": str(predictor.weights),
                "preprocess": steps, **classification_metrics(truth, preds["as_trained"], names)}
+    from fetal_detect.evaluate.curves import one_vs_rest
+
+    ovr = one_vs_rest(truth, probs, names, out / "roc_pr.png", f"plane-cls one-vs-rest: {described}")
+    metrics.update(macro_auroc=ovr["macro_auroc"], macro_average_precision=ovr["macro_average_precision"],
+                   roc_pr_plot=ovr["plot"])
+    for c, v in ovr["per_class"].items():
+        if c in metrics["per_class"]:
+            metrics["per_class"][c].update(auroc=v["auroc"], average_precision=v["average_precision"])
     cue = {}
     for v in VIEWS[1:]:
         pairs = [(t, p) for t, p in zip(truth, preds[v]) if p is not None]

@@ -48,7 +48,8 @@ def ellipse_perimeter(a: float, b: float) -> float:
 
 def outer_contour(mask: np.ndarray) -> np.ndarray | None:
     """Outer border (N x 2 px, in order) of the foreground blob with the largest filled area, or None."""
-    contours, _ = cv2.findContours((mask > 0).astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
+    binary = mask.view(np.uint8) if mask.dtype == bool else (mask > 0).astype(np.uint8)
+    contours, _ = cv2.findContours(binary, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
     if not contours:
         return None
     return max(contours, key=cv2.contourArea).reshape(-1, 2)

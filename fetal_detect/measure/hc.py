@@ -105,7 +105,7 @@ def measure_hc(mask: np.ndarray, pixel_size_mm: float | None, calibration: HCCal
         raise FetalDetectError("no skull found: the mask is empty or too small to fit an ellipse", status=422)
     ell, inliers = fit
     hc_px = ellipse_perimeter(ell.a, ell.b)
-    fill = float((mask > 0).sum()) / max(math.pi * ell.a * ell.b, 1.0)  # how elliptical the blob is
+    fill = float(np.count_nonzero(mask)) / max(math.pi * ell.a * ell.b, 1.0)  # how elliptical the blob is
     quality = inliers * max(0.0, 1.0 - abs(1.0 - fill))
     confidence = quality if model_confidence is None else quality * float(model_confidence)
     out: dict = {"ellipse": ell.as_dict(), "confidence": round(float(confidence), 4)}
