@@ -85,6 +85,28 @@ def test_unsuitable_plane_returns_no_number():
     assert res["plane_ok"] is True and abs(res["nt_mm"] - 2.5) <= 0.1
 
 
+class _FakeSegmenter:
+    """Stands in for nt-seg: one band instance with the phantom's exact mask, or nothing."""
+
+    backend, weights = "fake", "fake-seg.pt"
+
+    def __init__(self, mask=None, conf=0.8):
+        self.instances = [] if mask is None else [Instance("NT", conf, (0, 0, 1, 1), mask > 0)]
+
+    def predict(self, image):
+        return Prediction(instances=list(self.instances))
+
+
+def test_segmenter_finds_the_band_when_the_detector_misses_the_nt():
+    ph = make_nt(8, pixel_size_mm=0.1, nt_mm=3.0)
+    m = NTMeasurer(predictor=_FakeDetector(ph.boxes, drop=("NT",)), seg_predictor=_FakeSegmenter(ph.mask))
+    res = m(ph.image, 0.1)
+    assert res["nt_box_source"] == "nt-seg" and res["plane_ok"] is True
+    assert abs(res["nt_mm"] - 3.0) <= 0.15
+    with pytest.raises(FetalDetectError, match="no NT found"):
+        NTMeasurer(predictor=_FakeDetector(ph.boxes, drop=("NT",)), seg_predictor=_FakeSegmenter(None))(ph.image, 0.1)
+
+
 def test_plane_check_and_centiles():
     assert plane_check({"palate": 0.9})["missing"] == ["nasal bone", "thalami", "midbrain", "IT", "CM"]
     lo, hi = nt_centile(1.2, 38.0), nt_centile(2.7, 84.0)

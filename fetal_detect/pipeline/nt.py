@@ -53,11 +53,28 @@ class NTMeasurer:
                 info[key] = {"weights": str(p.weights), "backend": p.backend}
         return info
 
-    def _band_mask(self, image: np.ndarray, box) -> tuple[np.ndarray | None, float | None]:
+    def _seg(self, image: np.ndarray):
+        return None if self.seg_predictor is None else self.seg_predictor.predict(image)
+
+    def _band_box(self, seg_pred, shape: tuple[int, int]) -> tuple[tuple[float, ...], float] | None:
+        """An NT box from the best ``nt-seg`` band (score >= ``plane_conf``): the mask's bounding box,
+        padded by the band's short side so both echogenic lines are inside; None when there is none."""
+        inst = None if seg_pred is None else seg_pred.best()
+        if inst is None or inst.mask is None or inst.confidence < self.plane_conf or not inst.mask.any():
+            return None
+        m = inst.mask
+        if m.shape != shape:
+            m = cv2.resize(m.astype(np.uint8), (shape[1], shape[0]), interpolation=cv2.INTER_NEAREST)
+        x, y, w, h = cv2.boundingRect(m.astype(np.uint8))
+        pad = max(4, min(w, h))
+        box = (max(0, x - pad), max(0, y - pad), min(shape[1], x + w + pad), min(shape[0], y + h + pad))
+        return tuple(float(v) for v in box), float(inst.confidence)
+
+    def _band_mask(self, image: np.ndarray, box, pred=None) -> tuple[np.ndarray | None, float | None]:
         """The segmented band overlapping ``box`` (image size) and its score, if a seg model is loaded."""
         if self.seg_predictor is None:
             return None, None
-        pred = self.seg_predictor.predict(image)
+        pred = pred or self.seg_predictor.predict(image)
         x1, y1, x2, y2 = (int(round(v)) for v in box)
         best, best_score = None, 0.0
         for inst in pred.instances:
@@ -75,7 +92,7 @@ class NTMeasurer:
         t0 = time.perf_counter()
         grey = image if image.ndim == 2 else cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
         out: dict = {}
-        det_conf = None
+        det_conf, seg_pred = None, None
         if box is not None:
             box = check_box(box, grey.shape, "--box")
             out.update(mode="roi", plane_ok=None, missing=None,
@@ -93,10 +110,18 @@ class NTMeasurer:
                        detections=[i.as_dict() for i in sorted(pred.instances, key=lambda i: -i.confidence)
                                    if i.confidence >= self.plane_conf])
             nt = pred.best("NT")
-            if nt is None or nt.confidence < self.plane_conf:
-                raise FetalDetectError("no NT found: the detector saw no nuchal translucency in the image", status=422)
-            box, det_conf = nt.box_xyxy, nt.confidence
-        mask, _ = self._band_mask(image, box)
+            if nt is not None and nt.confidence >= self.plane_conf:
+                box, det_conf = nt.box_xyxy, nt.confidence
+                out["nt_box_source"] = "nt-det"
+            else:  # the detector missed the NT: the band segmenter may still see it
+                seg_pred = self._seg(image)
+                found = self._band_box(seg_pred, grey.shape)
+                if found is None:
+                    raise FetalDetectError("no NT found: neither the detector nor the band segmenter saw a nuchal "
+                                           "translucency in the image", status=422)
+                box, det_conf = found
+                out["nt_box_source"] = "nt-seg"
+        mask, _ = self._band_mask(image, box, seg_pred)
         res = measure_nt(grey, box, pixel_size_mm, mask=mask, model_confidence=det_conf)
         out.update(res)
         out["band_mask_source"] = "nt-seg" if mask is not None else "profiles"
