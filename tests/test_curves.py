@@ -1,5 +1,6 @@
-"""AUROC / PR on scores: a perfect ranking, a reversed one, a missing class, and the one-vs-rest table."""
+"""Scores on scores and masks: AUROC / PR (perfect, reversed, missing class, one-vs-rest), HC QC, IoU vs Dice."""
 import numpy as np
+import pytest
 
 from fetal_detect.evaluate.curves import one_vs_rest, roc_pr
 from fetal_detect.evaluate.hc_seg import confidence_as_qc
@@ -29,3 +30,13 @@ def test_hc_confidence_qc_flags_the_measurements_off_by_more_than_the_tolerance(
     rows = [{"hc_err_mm": e, "confidence": c} for e, c in [(0.5, .9), (-1, .8), (6, .2), (-4, .3), (2, .7)]]
     m = confidence_as_qc(rows, tolerance_mm=3.0)
     assert m["qc_n_off"] == 2 and m["qc_auroc"] == 1.0
+
+
+def test_iou_and_dice_agree_on_a_half_overlap():
+    from fetal_detect.measure.geometry import dice, iou
+
+    a = np.zeros((10, 10), bool); a[:, :6] = True
+    b = np.zeros((10, 10), bool); b[:, 3:9] = True
+    assert iou(a, b) == 30 / 90 and dice(a, b) == 60 / 120
+    assert iou(a, b) == pytest.approx(dice(a, b) / (2 - dice(a, b)))
+    assert iou(np.zeros((3, 3)), np.zeros((3, 3))) == 1.0

@@ -15,7 +15,7 @@ import numpy as np
 from fetal_detect import settings
 from fetal_detect.data.converters.hc18 import HC18Item, iter_hc18
 from fetal_detect.errors import FetalDetectError
-from fetal_detect.measure.geometry import dice, ellipse_perimeter, fit_ellipse, hausdorff_px
+from fetal_detect.measure.geometry import dice, ellipse_perimeter, fit_ellipse, hausdorff_px, iou
 from fetal_detect.measure.hc import HCCalibration, fit_calibration
 from fetal_detect.report import contact_sheet, draw_hc, save_figure, write_csv, write_image, write_json
 
@@ -92,6 +92,7 @@ def score(items: list[HC18Item], measurer, progress: bool = True) -> tuple[list[
                 row["hc_err_mm"] = res["hc_mm"] - ref_hc
             if truth is not None:
                 row["dice"] = dice(res["mask"], truth)
+                row["iou"] = iou(res["mask"], truth)
                 row["hausdorff_mm"] = hausdorff_px(res["mask"], truth) * it.pixel_size_mm
             overlays[it.image_path.name] = draw_hc(img, res, truth_ell.as_dict() if truth_ell else None)
         except FetalDetectError as e:
@@ -107,7 +108,7 @@ def summarise(rows: list[dict]) -> dict:
     def arr(key):
         return np.array([r[key] for r in ok if r.get(key) is not None and np.isfinite(r[key])], float)
 
-    err, d, hd = arr("hc_err_mm"), arr("dice"), arr("hausdorff_mm")
+    err, d, hd, j = arr("hc_err_mm"), arr("dice"), arr("hausdorff_mm"), arr("iou")
     m = {"n_images": len(rows), "n_scored": len(ok), "n_failed": len(rows) - len(ok)}
     if len(err):
         m.update(hc_mae_mm=float(np.mean(np.abs(err))), hc_bias_mm=float(np.mean(err)),
@@ -119,6 +120,8 @@ def summarise(rows: list[dict]) -> dict:
             m["hc_icc"] = icc_a1(pred, ref)
     if len(d):
         m.update(dice=float(np.mean(d)), dice_sd=float(np.std(d)))
+    if len(j):
+        m["iou"] = float(np.mean(j))
     if len(hd):
         m["hausdorff_mm"] = float(np.mean(hd[np.isfinite(hd)])) if np.isfinite(hd).any() else None
     m.update(confidence_as_qc(ok))

@@ -143,6 +143,13 @@ def dice(pred: np.ndarray, truth: np.ndarray) -> float:
     return 1.0 if denom == 0 else float(2 * np.logical_and(p, t).sum() / denom)
 
 
+def iou(pred: np.ndarray, truth: np.ndarray) -> float:
+    """Intersection over union (Jaccard) of two binary masks; 1.0 when both are empty. IoU = Dice / (2 - Dice)."""
+    p, t = pred > 0, truth > 0
+    union = np.logical_or(p, t).sum()
+    return 1.0 if union == 0 else float(np.logical_and(p, t).sum() / union)
+
+
 def hausdorff_px(pred: np.ndarray, truth: np.ndarray) -> float:
     """Symmetric Hausdorff distance (px) between the outer borders of two masks; inf if one is empty."""
     from scipy.spatial import cKDTree
