@@ -7,7 +7,7 @@ from fetal_detect.tasks import TASK_NAMES
 
 
 def register(sub):
-    from fetal_detect.export import EXCLUDE, FORMATS
+    from fetal_detect.export import DEFAULT_EXCLUDE, EXCLUDE, FORMATS
 
     p = sub.add_parser("export", help="export a model (onnx, engine, openvino, torchscript; INT8) with a parity check",
                        description="Export a trained model for deployment; INT8 calibrates on the task's own data.")
@@ -22,8 +22,9 @@ def register(sub):
     p.add_argument("--verify", action="store_true", help="compare the export with the PyTorch model on the val split")
     p.add_argument("--verify-n", type=int, dest="verify_n", help="score only the first N val images (hc-seg)")
     p.add_argument("--calib-n", type=int, default=64, dest="calib_n", help="INT8 calibration images (default 64)")
-    p.add_argument("--exclude", default="head", choices=EXCLUDE,
-                   help="INT8: head nodes kept in float (default head: decode tail, last conv of each branch, mask protos)")
+    p.add_argument("--exclude", default=DEFAULT_EXCLUDE, choices=EXCLUDE,
+                   help="INT8: head nodes kept in float. decode (default): the box/DFL decode, class sigmoid and "
+                        "concat tail; head: also the last conv of each branch and the mask protos; none: nothing")
     p.add_argument("--static", action="store_true", help="ONNX with a fixed imgsz x imgsz input (default: dynamic axes)")
     p.add_argument("--out", help="output folder (default: runs/export/<task>)")
     p.set_defaults(func=run)
