@@ -111,7 +111,7 @@ def done_rows(path: Path) -> list[dict]:
 
 def table(rows: list[dict]) -> str:
     """Markdown table: one row per condition, the metrics of each task side by side."""
-    by = {(r["task"], r["condition"]): r for r in rows}
+    by = {(r["task"], r["condition"]): r for r in rows if r["seed"] == 0}  # repeats with other seeds: results.jsonl
     lines = ["| condition | steps | hc-seg Dice | hc-seg HC MAE (mm) | hc-seg failed | nt-det mAP50 | nt-det mAP50-95 |",
              "|---|---|---|---|---|---|---|"]
 
@@ -148,8 +148,8 @@ def main(argv=None) -> int:
     path = OUT / "results.jsonl"
     for cond in a.conditions.split(","):
         for task in a.tasks.split(","):
-            if any(r["task"] == task and r["condition"] == cond and r["epochs"] == a.epochs
-                   and r.get("init") == inits.get(task) for r in done_rows(path)):
+            if any(r["task"] == task and r["condition"] == cond and r["epochs"] == a.epochs and r["seed"] == a.seed
+                   and r["patients"] == a.patients and r.get("init") == inits.get(task) for r in done_rows(path)):
                 continue
             if a.deadline and time.strftime("%H:%M", time.gmtime()) >= a.deadline:
                 log.info("deadline %s reached; stopping before %s/%s", a.deadline, task, cond)
