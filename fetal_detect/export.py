@@ -401,7 +401,7 @@ def _ultralytics_metrics(t: Task, weights: Path, prepared) -> dict:
     settings.disable_ultralytics_network()
     args = dict(data=str(prepared.data), imgsz=read_sidecar(weights).get("imgsz") or t.imgsz, batch=1, split="val",
                 plots=False, verbose=False, device=0 if _cuda() else "cpu", workers=0,
-                project=str(settings.RUNS_DIR / "export" / "val"), name=Path(weights).stem, exist_ok=True)
+                project=str((settings.RUNS_DIR / "export" / "val").resolve()), name=Path(weights).stem, exist_ok=True)
     r = YOLO(str(weights), task=t.kind).val(**args)
     if t.kind == "classify":
         return {"accuracy": float(r.top1), "n_images": None}

@@ -75,3 +75,20 @@ def test_nt_det_scores_every_image_of_a_folder(tmp_path):
     cfg = yaml.safe_load(path.read_text())
     assert split == "val" and isinstance(cfg["val"], list) and "all 3 images" in described
     assert cfg["names"][0] == "NT" and cfg["names"][6] == "nasal bone"
+
+
+def test_nt_det_evaluation_with_a_relative_out_keeps_the_pr_curve_there(tmp_path, monkeypatch, no_network):
+    """Ultralytics puts a relative ``project`` under its own runs folder: the evaluator must not lose its plots."""
+    import json
+
+    from fetal_detect.cli import main
+    from fetal_detect.engine.train import train
+
+    weights = train("nt-det", data="phantom-nt", epochs=1, imgsz=64, batch=8, workers=0, name="tiny-nt",
+                    extra={"plots": False}).weights
+    _shenzhen_folder(tmp_path / "set", n=3)
+    monkeypatch.chdir(tmp_path)
+    assert main(["evaluate", "--task", "nt-det", "--data", "set", "--weights", str(weights), "--out", "eval"]) == 0
+    m = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    assert "ap50_NT" in m and "ap50_nasal_bone" in m
+    assert (tmp_path / "eval" / "pr_curve.png").exists()

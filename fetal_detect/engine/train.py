@@ -73,7 +73,7 @@ def train(task: str | Task, data: str | None = None, epochs: int | None = None, 
     project = settings.RUNS_DIR / "train" / t.name
     args = dict(data=str(prepared.data), epochs=epochs or t.epochs, imgsz=imgsz or t.imgsz, batch=batch or t.batch,
                 workers=workers, seed=seed, deterministic=True, device=device, amp=device != "cpu",
-                pretrained=model_cfg if model_cfg.endswith(".pt") else False, project=str(project), name=run_name, exist_ok=True, patience=patience,
+                pretrained=model_cfg if model_cfg.endswith(".pt") else False, project=str(project.resolve()), name=run_name, exist_ok=True, patience=patience,
                 fraction=fraction, plots=True, verbose=True, hsv_h=0.0, hsv_s=0.0)
     if hours:
         args["time"] = hours

@@ -72,7 +72,7 @@ def evaluate(data: str | Path, weights: str | Path | None = None, out: str | Pat
         raise FetalDetectError(f"{w}: cannot load model ({type(e).__name__}: {e})") from None
     val_dir = out / "ultralytics"
     res = model.val(data=str(data_yaml), split=split_key, imgsz=imgsz, batch=batch, workers=0, device="cpu",
-                    plots=True, project=str(out), name="ultralytics", exist_ok=True, verbose=progress)
+                    plots=True, project=str(out.resolve()), name="ultralytics", exist_ok=True, verbose=progress)
     names = res.names if isinstance(res.names, dict) else dict(enumerate(res.names))
     metrics = {"task": "nt-det", "data": described, "weights": str(w), "imgsz": imgsz,
                "map50": round(float(res.box.map50), 4), "map50_95": round(float(res.box.map), 4),
