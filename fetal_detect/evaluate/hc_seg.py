@@ -131,15 +131,21 @@ def summarise(rows: list[dict]) -> dict:
 QC_TOLERANCE_MM = 3.0  # an HC off by more than this is a measurement to redo
 
 
+def qc_scores(rows: list[dict], tolerance_mm: float = QC_TOLERANCE_MM) -> tuple[np.ndarray, np.ndarray]:
+    """(measurement off by more than ``tolerance_mm``, 1 - confidence) for the rows that have both."""
+    rows = [r for r in rows if r.get("hc_err_mm") is not None and r.get("confidence") is not None]
+    return (np.array([abs(r["hc_err_mm"]) > tolerance_mm for r in rows], bool),
+            1.0 - np.array([r["confidence"] for r in rows], float))
+
+
 def confidence_as_qc(ok: list[dict], tolerance_mm: float = QC_TOLERANCE_MM) -> dict:
     """How well ``confidence`` flags measurements off by more than ``tolerance_mm``: AUROC / AP of 1 - confidence."""
     from fetal_detect.evaluate.curves import roc_pr
 
-    rows = [r for r in ok if r.get("hc_err_mm") is not None and r.get("confidence") is not None]
-    if not rows:
+    bad, score = qc_scores(ok, tolerance_mm)
+    if not len(bad):
         return {}
-    bad = np.array([abs(r["hc_err_mm"]) > tolerance_mm for r in rows])
-    qc = roc_pr(bad, 1.0 - np.array([r["confidence"] for r in rows]))
+    qc = roc_pr(bad, score)
     return {"qc_tolerance_mm": tolerance_mm, "qc_n_off": qc["n_positive"], "qc_auroc": qc["auroc"],
             "qc_average_precision": qc["average_precision"]}
 
@@ -195,13 +201,10 @@ def evaluate(data: str | Path, weights: str | Path | None = None, out: str | Pat
     write_json(out / "metrics.json", metrics)
     write_csv(out / "per_image.csv", rows)
     bland_altman_plot(rows, out / "bland_altman.png", f"HC: {described}")
-    qc_rows = [r for r in rows if r.get("hc_err_mm") is not None and r.get("confidence") is not None]
-    if qc_rows:
-        from fetal_detect.evaluate.curves import plot_roc_pr
+    from fetal_detect.evaluate.curves import plot_roc_pr
 
-        plot_roc_pr({f"|HC error| > {QC_TOLERANCE_MM:g} mm": (np.array([abs(r["hc_err_mm"]) > QC_TOLERANCE_MM for r in qc_rows]),
-                                                             1.0 - np.array([r["confidence"] for r in qc_rows]))},
-                    out / "qc_roc_pr.png", f"HC: does low confidence flag bad measurements? {described}")
+    plot_roc_pr({f"|HC error| > {QC_TOLERANCE_MM:g} mm": qc_scores(rows)}, out / "qc_roc_pr.png",
+                f"HC: does low confidence flag bad measurements? {described}")
     worst = sorted((r for r in rows if r.get("hc_err_mm") is not None), key=lambda r: -abs(r["hc_err_mm"]))[:8]
     if worst:
         sheet = contact_sheet([overlays[r["image"]] for r in worst],
