@@ -102,8 +102,10 @@ def ultralytics_val(records: list, names: list[str], weights: Path, out: Path, k
     return res
 
 
-def evaluate_per_source(task: str, kind: str, data, weights=None, out=None, split: str = "val") -> dict:
-    """Score each source of ``data`` on its own (see the module docstring) and write metrics.json."""
+def evaluate_per_source(task: str, kind: str, data, weights=None, out=None, split: str = "val",
+                        scored: tuple[list, str] | None = None) -> dict:
+    """Score each source of ``data`` on its own (see the module docstring) and write metrics.json.
+    ``scored``: ``scored_records(data, kind, split)`` when the caller already has it."""
     from fetal_detect.runtime import read_sidecar, resolve_weights
     from fetal_detect.tasks import get_task
 
@@ -112,7 +114,7 @@ def evaluate_per_source(task: str, kind: str, data, weights=None, out=None, spli
     meta = read_sidecar(w)
     out = Path(out or settings.RUNS_DIR / "evaluate" / task / Path(str(data)).name)
     out.mkdir(parents=True, exist_ok=True)
-    records, described = scored_records(data, kind, split)
+    records, described = scored or scored_records(data, kind, split)
     if not records:
         raise FetalDetectError(f"{data}: no images to score")
     names = meta.get("names") or _model_names(w, kind)

@@ -48,9 +48,9 @@ def evaluate(data: str | Path, weights: str | Path | None = None, out: str | Pat
     """Mask mAP (per source) and band Dice / IoU of an nt-seg model; writes metrics.json and per_image.csv."""
     from fetal_detect.runtime import load_predictor
 
-    metrics = evaluate_per_source("nt-seg", "segment", data, weights, out, split)
+    records, described = scored_records(data, "segment", split)
+    metrics = evaluate_per_source("nt-seg", "segment", data, weights, out, split, scored=(records, described))
     out = Path(metrics["out"])
-    records, _ = scored_records(data, "segment", split)
     predictor = load_predictor("nt-seg", weights, conf=0.05)
     rows = band_overlap(records, predictor)
     write_csv(out / "per_image.csv", rows)
