@@ -55,15 +55,6 @@ def outer_contour(mask: np.ndarray) -> np.ndarray | None:
     return max(contours, key=cv2.contourArea).reshape(-1, 2)
 
 
-def largest_component(mask: np.ndarray) -> np.ndarray:
-    """Binary mask (uint8 0/1) of the foreground blob with the largest filled area, holes filled."""
-    filled = np.zeros(mask.shape[:2], np.uint8)
-    border = outer_contour(mask)
-    if border is not None:
-        cv2.drawContours(filled, [border.reshape(-1, 1, 2)], -1, 1, thickness=cv2.FILLED)
-    return filled
-
-
 def fit_ellipse(mask: np.ndarray, min_points: int = 20, trim_px: float = 2.0, iterations: int = 3
                 ) -> tuple[Ellipse, float] | None:
     """Robust ellipse fit to the outer border of the largest blob in ``mask``.

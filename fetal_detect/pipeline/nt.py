@@ -74,7 +74,7 @@ class NTMeasurer:
         """The segmented band overlapping ``box`` (image size) and its score, if a seg model is loaded."""
         if self.seg_predictor is None:
             return None, None
-        pred = pred or self.seg_predictor.predict(image)
+        pred = pred if pred is not None else self.seg_predictor.predict(image)
         x1, y1, x2, y2 = (int(round(v)) for v in box)
         best, best_score = None, 0.0
         for inst in pred.instances:
