@@ -28,6 +28,17 @@ class Instance:
     box_xyxy: tuple[float, float, float, float]
     mask: np.ndarray | None = None  # bool/uint8 H x W at the input image size
 
+    def mask_at(self, shape: tuple[int, ...]) -> np.ndarray | None:
+        """The mask as uint8 at ``shape[:2]`` (image px; nearest-neighbour when it must be resized)."""
+        if self.mask is None:
+            return None
+        m = self.mask.astype(np.uint8)
+        if m.shape != tuple(shape[:2]):
+            import cv2
+
+            m = cv2.resize(m, (shape[1], shape[0]), interpolation=cv2.INTER_NEAREST)
+        return m
+
     def as_dict(self) -> dict:
         return {"name": self.name, "confidence": round(float(self.confidence), 4),
                 "box_xyxy": [round(float(v), 1) for v in self.box_xyxy]}

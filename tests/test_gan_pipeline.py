@@ -107,3 +107,53 @@ def test_kid_is_near_zero_on_identical_sets_and_positive_on_different():
     imgs = rng.integers(0, 255, (5, 32, 32), dtype=np.uint8)
     idx, dist = nearest(imgs, imgs[::-1])
     assert (idx == [4, 3, 2, 1, 0]).all() and np.allclose(dist, 0, atol=1e-2)
+
+
+def test_projected_discriminator_trains_its_heads_and_keeps_its_features_frozen():
+    import torch
+
+    from fetal_detect.gan.model import ProjectedDiscriminator
+
+    d = ProjectedDiscriminator(n_classes=3, features=None).train()
+    assert not d.backbone.training  # frozen BatchNorm statistics even in train mode
+    frozen = {k: v.clone() for k, v in d.backbone.state_dict().items()}
+    heads = [q.clone() for q in d.heads.parameters()]
+    opt = torch.optim.Adam([q for q in d.parameters() if q.requires_grad], lr=1e-2)
+    x = torch.rand(4, 1, 64, 64, requires_grad=True) * 2 - 1
+    out = d(x, torch.tensor([0, 1, 2, 0]))
+    assert out.shape == (4,)
+    out.mean().backward()
+    opt.step()
+    assert all(torch.equal(frozen[k], v) for k, v in d.backbone.state_dict().items())
+    assert any(not torch.equal(a, b) for a, b in zip(heads, d.heads.parameters()))
+
+
+def test_mode_seeking_term_rewards_different_images_for_different_noise():
+    import torch
+
+    from fetal_detect.gan.train import mode_seeking
+
+    z1, z2 = torch.zeros(2, 8), torch.ones(2, 8)
+    same = mode_seeking(torch.zeros(2, 1, 4, 4), torch.zeros(2, 1, 4, 4), z1, z2)
+    apart = mode_seeking(torch.zeros(2, 1, 4, 4), torch.ones(2, 1, 4, 4), z1, z2)
+    assert apart < 2 < same
+
+
+def test_checkpoint_of_the_first_dcgan_design_resumes_with_its_own_architecture(gan_env, monkeypatch):
+    import torch
+
+    from fetal_detect.gan import train as gtrain
+
+    monkeypatch.setattr(settings, "DATASETS_YAML", gan_env[0] / "datasets.yaml")
+    monkeypatch.setattr(gtrain, "DEFAULTS", {**gtrain.DEFAULTS, "base": 8, "cap": 128, **gtrain.LEGACY})
+    res = gtrain.train(data="fx", epochs=1, imgsz=32, batch=4, name="legacy")
+    last = res.run_dir / "weights" / "last.pt"
+    ck = torch.load(last, weights_only=False)
+    for key in ("d_arch", "ms_weight", "features"):  # written before these existed
+        ck["cfg"].pop(key)
+    torch.save(ck, last)
+    monkeypatch.undo()
+    monkeypatch.setattr(settings, "DATASETS_YAML", gan_env[0] / "datasets.yaml")
+    again = gtrain.train(data="fx", epochs=2, imgsz=32, batch=4, name="legacy")
+    assert again.metrics["iterations"] == 2 * res.metrics["iterations"]
+    assert gtrain.load_generator(again.weights)[1]["cfg"]["d_arch"] == "dcgan"

@@ -1,9 +1,17 @@
-"""A small class-conditional DCGAN for gray ultrasound at 64-256 px, sized for CPU training.
+"""A small class-conditional GAN for gray ultrasound at 64-256 px, sized for CPU training.
 
 Generator: ``z`` (``z_dim``) concatenated with a class embedding -> 4x4 map -> nearest-upsample +
 3x3 conv blocks (BatchNorm, LeakyReLU) doubling the side up to ``imgsz`` -> 1 channel, tanh.
-Discriminator: strided conv blocks with spectral norm, then a projection head (Miyato & Koyama
-2018): ``D(x, y) = w . h(x) + <embed(y), h(x)>``, trained with the hinge loss.
+
+Two discriminators, both with a projection head (Miyato & Koyama 2018),
+``D(x, y) = w . h(x) + <embed(y), h(x)>``, trained with the hinge loss:
+
+- :class:`Discriminator` ("dcgan"): strided conv blocks with spectral norm, learnt from scratch.
+- :class:`ProjectedDiscriminator` ("projected", the default): small trainable heads on the *frozen*
+  multi-scale features of one of this project's own trained YOLOv8 classifiers (``weights/plane-cls.pt``,
+  trained on fetal brain/NT planes; no download), after Sauer et al. 2021 (Projected GANs). Fixed
+  features that already know what a skull looks like make D useful after hundreds of iterations
+  instead of tens of thousands, which is what a CPU budget allows.
 """
 from __future__ import annotations
 
@@ -56,6 +64,75 @@ class Discriminator(nn.Module):
     def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         h = self.features(x).sum(dim=(2, 3))  # global sum pooling
         return self.linear(h).squeeze(1) + (self.embed(y) * h).sum(1)
+
+
+FEATURE_TAPS = (2, 4, 6, 8)  # yolov8n-cls backbone outputs at strides 4, 8, 16, 32 (32/64/128/256 channels)
+
+
+def feature_backbone(weights: str | None):
+    """The backbone layers (0..max tap) of a YOLOv8 classifier, frozen, in eval mode.
+
+    ``weights``: a ``.pt`` of this project's (e.g. ``weights/plane-cls.pt``), or None for a randomly
+    initialised ``yolov8n-cls.yaml`` (what the tests use; random features make a weaker D).
+    """
+    from fetal_detect import settings
+
+    settings.configure_ultralytics_offline()
+    if weights:
+        from ultralytics.nn.tasks import load_checkpoint
+
+        model, _ = load_checkpoint(str(weights), device="cpu")
+    else:
+        from ultralytics.nn.tasks import ClassificationModel
+
+        model = ClassificationModel("yolov8n-cls.yaml", ch=3, nc=2, verbose=False)
+    model = model.fuse()  # BatchNorm folded into the convs: faster, and the same state keys either way
+    layers = nn.Sequential(*list(model.model)[: max(FEATURE_TAPS) + 1]).float().eval()
+    for q in layers.parameters():
+        q.requires_grad_(False)
+    return layers
+
+
+class _PatchHead(nn.Module):
+    """Per-position projection logits on one feature map, averaged over positions."""
+
+    def __init__(self, cin: int, n_classes: int, width: int):
+        super().__init__()
+        self.conv = nn.Sequential(SN(nn.Conv2d(cin, width, 3, 1, 1)), nn.LeakyReLU(0.2, inplace=True),
+                                  SN(nn.Conv2d(width, width, 1)), nn.LeakyReLU(0.2, inplace=True))
+        self.linear = SN(nn.Linear(width, 1))
+        self.embed = SN(nn.Embedding(n_classes, width))
+
+    def forward(self, f: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        h = self.conv(f).flatten(2).transpose(1, 2)  # N x positions x width
+        return (self.linear(h).squeeze(2) + (h * self.embed(y)[:, None]).sum(2)).mean(1)
+
+
+class ProjectedDiscriminator(nn.Module):
+    """Trainable projection heads on the frozen features (:func:`feature_backbone`) at four scales."""
+
+    def __init__(self, n_classes: int, features: str | None = None, width: int = 64):
+        super().__init__()
+        self.backbone = feature_backbone(features)
+        with torch.no_grad():
+            chans = [f.shape[1] for f in self._taps(torch.zeros(1, 1, 64, 64))]
+        self.heads = nn.ModuleList(_PatchHead(c, n_classes, width) for c in chans)
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        self.backbone.eval()  # frozen BatchNorm statistics, always
+        return self
+
+    def _taps(self, x: torch.Tensor) -> list[torch.Tensor]:
+        h, out = ((x + 1) / 2).expand(-1, 3, -1, -1), []  # gray [-1, 1] -> RGB [0, 1], as YOLO expects
+        for i, layer in enumerate(self.backbone):
+            h = layer(h)
+            if i in FEATURE_TAPS:
+                out.append(h)
+        return out
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return sum(head(f, y) for head, f in zip(self.heads, self._taps(x)))
 
 
 def n_params(m: nn.Module) -> int:

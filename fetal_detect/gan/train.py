@@ -23,16 +23,44 @@ from fetal_detect.gan import data as gdata
 from fetal_detect.gan.diffaug import diff_augment
 
 log = logging.getLogger(__name__)
-DEFAULTS = dict(z_dim=64, base=8, cap=128, lr_g=2e-4, lr_d=2e-4, betas=(0.0, 0.99), ema=0.995,
-                policy="color,translation,cutout")
+DEFAULTS = dict(z_dim=64, base=16, cap=256, lr_g=2e-4, lr_d=2e-4, betas=(0.0, 0.99), ema=0.995,
+                policy="color,translation,cutout", d_arch="projected", features="auto", ms_weight=1.0)
+LEGACY = dict(d_arch="dcgan", ms_weight=0.0)  # what a checkpoint without these keys was trained with
 
 
-def build(n_classes: int, imgsz: int, cfg: dict):
-    from fetal_detect.gan.model import Discriminator, Generator
+def resolve_features(features: str | None) -> str | None:
+    """Feature network for the projected D: 'auto' = this project's plane-cls.pt when present, else random."""
+    if features in (None, "random"):
+        return None
+    if features == "auto":
+        p = settings.WEIGHTS_DIR / "plane-cls.pt"
+        if p.exists():
+            return str(p)
+        log.warning("no %s: the projected discriminator uses random features (weaker)", p)
+        return None
+    if not Path(features).exists():
+        raise FetalDetectError(f"{features}: feature network for the discriminator not found")
+    return str(features)
 
-    g = Generator(n_classes, imgsz, z_dim=cfg["z_dim"], base=cfg["base"], cap=cfg["cap"])
-    d = Discriminator(n_classes, imgsz, base=cfg["base"], cap=cfg["cap"])
-    return g, d
+
+def build_generator(n_classes: int, imgsz: int, cfg: dict):
+    from fetal_detect.gan.model import Generator
+
+    return Generator(n_classes, imgsz, z_dim=cfg["z_dim"], base=cfg["base"], cap=cfg["cap"])
+
+
+def build_discriminator(n_classes: int, imgsz: int, cfg: dict, features: str | None = None):
+    """``cfg['d_arch']``: 'projected' (frozen features of ``features``) or 'dcgan' (from scratch)."""
+    from fetal_detect.gan.model import Discriminator, ProjectedDiscriminator
+
+    if cfg.get("d_arch", "dcgan") == "projected":
+        return ProjectedDiscriminator(n_classes, features)
+    return Discriminator(n_classes, imgsz, base=cfg["base"], cap=cfg["cap"])
+
+
+def mode_seeking(x1, x2, z1, z2):
+    """Mao et al. 2019: 1 / (|G(z1) - G(z2)| / |z1 - z2|); small when two noises give different images."""
+    return 1 / ((x1 - x2).abs().mean() / (z1 - z2).abs().mean() + 1e-5)
 
 
 def load_generator(weights: str | Path):
@@ -42,7 +70,7 @@ def load_generator(weights: str | Path):
     ck = torch.load(gdata.weights_path(weights), map_location="cpu", weights_only=False)
     if not isinstance(ck, dict) or "g_ema" not in ck or "classes" not in ck:
         raise FetalDetectError(f"{weights}: not a fetal-detect GAN checkpoint")
-    g, _ = build(len(ck["classes"]), ck["imgsz"], ck["cfg"])
+    g = build_generator(len(ck["classes"]), ck["imgsz"], ck["cfg"])
     g.load_state_dict(ck["g_ema"])
     return g.eval(), ck
 
@@ -64,7 +92,7 @@ def sample_grid(g, classes: list[str], z: "torch.Tensor", path: Path) -> Path:
 
 def train(data: str = "brain_abnormal", epochs: int = 200, imgsz: int = 128, batch: int = 16, seed: int = 0,
           name: str | None = None, hours: float | None = None, resume: bool = True, save_every: int = 50,
-          sample_every: int = 100, threads: int = 1, **_):
+          sample_every: int = 100, threads: int = 1, features: str | None = "auto", **_):
     """Train the conditional GAN on the train split of ``data``; resume from ``last.pt`` when present."""
     import torch
     import torch.nn.functional as F
@@ -82,17 +110,21 @@ def train(data: str = "brain_abnormal", epochs: int = 200, imgsz: int = 128, bat
     run_dir = settings.RUNS_DIR / "train" / "gan" / (name or "train")
     wdir = run_dir / "weights"
     wdir.mkdir(parents=True, exist_ok=True)
-    cfg = dict(DEFAULTS)
-    g, d = build(n_cls, imgsz, cfg)
+    last = wdir / "last.pt"
+    ck = torch.load(last, map_location="cpu", weights_only=False) if resume and last.exists() else None
+    if ck is None:
+        cfg = dict(DEFAULTS, features=resolve_features(features) or "random")
+    else:  # the architecture it was trained with; the projected D's frozen features come from its state
+        cfg = {**DEFAULTS, **LEGACY, **ck["cfg"]}
+    g = build_generator(n_cls, imgsz, cfg)
+    d = build_discriminator(n_cls, imgsz, cfg, None if ck else resolve_features(cfg["features"]))
     g_ema = copy.deepcopy(g).eval()
     opt_g = torch.optim.Adam(g.parameters(), lr=cfg["lr_g"], betas=cfg["betas"])
-    opt_d = torch.optim.Adam(d.parameters(), lr=cfg["lr_d"], betas=cfg["betas"])
+    opt_d = torch.optim.Adam([q for q in d.parameters() if q.requires_grad], lr=cfg["lr_d"], betas=cfg["betas"])
     per_epoch = math.ceil(len(real.labels) / batch)
     total = epochs * per_epoch
     it, history = 0, []
-    last = wdir / "last.pt"
-    if resume and last.exists():
-        ck = torch.load(last, map_location="cpu", weights_only=False)
+    if ck is not None:
         if ck["classes"] != real.classes or ck["imgsz"] != imgsz:
             raise FetalDetectError(f"{last}: was trained on other classes or imgsz; pass another --name")
         g.load_state_dict(ck["g"]), d.load_state_dict(ck["d"]), g_ema.load_state_dict(ck["g_ema"])
@@ -135,9 +167,15 @@ def train(data: str = "brain_abnormal", epochs: int = 200, imgsz: int = 128, bat
         opt_d.zero_grad(set_to_none=True)
         loss_d.backward()
         opt_d.step()
-        # G step
-        yf = yr[torch.randperm(batch)]
-        loss_g = -d(diff_augment(g(torch.randn(batch, cfg["z_dim"]), yf), cfg["policy"]), yf).mean()
+        # G step: the second half repeats the first half's classes with other noise (mode seeking)
+        half = batch // 2
+        yh = yr[torch.randperm(batch)[:half]]
+        yf = torch.cat([yh, yh, yr[: batch - 2 * half]])
+        zf = torch.randn(batch, cfg["z_dim"])
+        xg = g(zf, yf)
+        loss_g = -d(diff_augment(xg, cfg["policy"]), yf).mean()
+        if cfg["ms_weight"] > 0:
+            loss_g = loss_g + cfg["ms_weight"] * mode_seeking(xg[:half], xg[half:2 * half], zf[:half], zf[half:2 * half])
         opt_g.zero_grad(set_to_none=True)
         loss_g.backward()
         opt_g.step()

@@ -31,11 +31,7 @@ class HCMeasurer:
         inst = pred.best()
         if inst is None or inst.mask is None or not inst.mask.any():
             raise FetalDetectError("no skull found in the image", status=422)
-        mask = inst.mask
-        if mask.shape != shape:
-            import cv2
-
-            mask = cv2.resize(mask.astype(np.uint8), (shape[1], shape[0]), interpolation=cv2.INTER_NEAREST)
+        mask = inst.mask_at(shape)
         out = measure_hc(mask, pixel_size_mm, self.calibration, model_confidence=inst.confidence)
         out["mask"] = mask
         return out

@@ -62,10 +62,7 @@ class NTMeasurer:
         inst = None if seg_pred is None else seg_pred.best()
         if inst is None or inst.mask is None or inst.confidence < self.plane_conf or not inst.mask.any():
             return None
-        m = inst.mask
-        if m.shape != shape:
-            m = cv2.resize(m.astype(np.uint8), (shape[1], shape[0]), interpolation=cv2.INTER_NEAREST)
-        x, y, w, h = cv2.boundingRect(m.astype(np.uint8))
+        x, y, w, h = cv2.boundingRect(inst.mask_at(shape))
         pad = max(4, min(w, h))
         box = (max(0, x - pad), max(0, y - pad), min(shape[1], x + w + pad), min(shape[0], y + h + pad))
         return tuple(float(v) for v in box), float(inst.confidence)
@@ -80,9 +77,7 @@ class NTMeasurer:
         for inst in pred.instances:
             if inst.mask is None:
                 continue
-            m = inst.mask
-            if m.shape != image.shape[:2]:
-                m = cv2.resize(m.astype(np.uint8), (image.shape[1], image.shape[0]), interpolation=cv2.INTER_NEAREST)
+            m = inst.mask_at(image.shape)
             overlap = float(m[max(0, y1):y2, max(0, x1):x2].sum())
             if overlap > 0 and overlap * inst.confidence > best_score:
                 best, best_score = (m > 0), overlap * inst.confidence
