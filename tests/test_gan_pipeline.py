@@ -157,3 +157,16 @@ def test_checkpoint_of_the_first_dcgan_design_resumes_with_its_own_architecture(
     again = gtrain.train(data="fx", epochs=2, imgsz=32, batch=4, name="legacy")
     assert again.metrics["iterations"] == 2 * res.metrics["iterations"]
     assert gtrain.load_generator(again.weights)[1]["cfg"]["d_arch"] == "dcgan"
+
+
+def test_gan_train_command_takes_the_feature_network_and_refuses_a_missing_one(gan_env, monkeypatch, capsys):
+    from fetal_detect.cli import main
+
+    monkeypatch.setattr(settings, "DATASETS_YAML", gan_env[0] / "datasets.yaml")
+    assert main(["gan", "train", "--data", "fx", "--epochs", "1", "--imgsz", "32", "--batch", "4",
+                 "--name", "cli", "--features", "random", "--threads", "1"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["metrics"]["iterations"] >= 1
+    assert main(["gan", "train", "--data", "fx", "--epochs", "1", "--imgsz", "32", "--batch", "4",
+                 "--name", "cli-missing", "--features", str(gan_env[0] / "nope.pt")]) == 2
+    assert "nope.pt" in capsys.readouterr().err

@@ -16,6 +16,10 @@ def register(sub):
     t.add_argument("--hours", type=float, help="stop (and checkpoint) after this wall time")
     t.add_argument("--name", help="run name under runs/train/gan/ (default train)")
     t.add_argument("--no-resume", action="store_true", help="start over even if a checkpoint exists")
+    t.add_argument("--features", default="auto",
+                   help="frozen feature network of the projected discriminator: 'auto' (weights/plane-cls.pt "
+                        "when present), 'random', or a .pt of this project's (default auto)")
+    t.add_argument("--threads", type=int, default=1, help="CPU threads for torch (default 1)")
     t.set_defaults(func=run_train)
     s = gs.add_parser("sample", help="write N images of one class + YOLO labels (images/, labels/, classes.txt)")
     s.add_argument("--weights", default="weights/gan-brain-abnormal.pt")
@@ -40,7 +44,8 @@ def run_train(args) -> int:
     from fetal_detect.gan.train import train
 
     r = train(data=args.data, epochs=args.epochs, imgsz=args.imgsz, batch=args.batch, seed=args.seed,
-              name=args.name, hours=args.hours, resume=not args.no_resume)
+              name=args.name, hours=args.hours, resume=not args.no_resume, features=args.features,
+              threads=args.threads)
     print_json({"task": r.task, "weights": str(r.weights), "run_dir": str(r.run_dir), "metrics": r.metrics})
     return 0
 

@@ -50,7 +50,7 @@ def train(task: str | Task, data: str | None = None, epochs: int | None = None, 
         from fetal_detect.gan import train as gan_train  # the GAN has its own loop
 
         return gan_train.train(data=data or t.data, epochs=epochs or t.epochs, imgsz=imgsz or t.imgsz,
-                               batch=batch or t.batch, seed=seed, name=name)
+                               batch=batch or t.batch, seed=seed, name=name, hours=hours)
     if epochs is not None and epochs < 1:
         raise FetalDetectError(f"--epochs must be >= 1, got {epochs}")
     from fetal_detect import preprocess as pp
