@@ -159,14 +159,34 @@ def test_checkpoint_of_the_first_dcgan_design_resumes_with_its_own_architecture(
     assert gtrain.load_generator(again.weights)[1]["cfg"]["d_arch"] == "dcgan"
 
 
-def test_gan_train_command_takes_the_feature_network_and_refuses_a_missing_one(gan_env, monkeypatch, capsys):
+def test_gan_train_command_takes_the_projected_feature_network_and_refuses_a_missing_one(gan_env, monkeypatch, capsys):
     from fetal_detect.cli import main
 
     monkeypatch.setattr(settings, "DATASETS_YAML", gan_env[0] / "datasets.yaml")
     assert main(["gan", "train", "--data", "fx", "--epochs", "1", "--imgsz", "32", "--batch", "4",
-                 "--name", "cli", "--features", "random", "--threads", "1"]) == 0
+                 "--name", "cli", "--d-arch", "projected", "--features", "random", "--threads", "1"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["metrics"]["iterations"] >= 1
     assert main(["gan", "train", "--data", "fx", "--epochs", "1", "--imgsz", "32", "--batch", "4",
-                 "--name", "cli-missing", "--features", str(gan_env[0] / "nope.pt")]) == 2
+                 "--name", "cli-missing", "--d-arch", "projected", "--features", str(gan_env[0] / "nope.pt")]) == 2
     assert "nope.pt" in capsys.readouterr().err
+
+
+def test_recon_discriminator_rebuilds_real_images_from_its_8px_features():
+    import torch
+
+    from fetal_detect.gan.model import ReconDiscriminator
+
+    d = ReconDiscriminator(n_classes=3, imgsz=32, base=8, cap=32)
+    logits, rec = d(torch.rand(2, 1, 32, 32) * 2 - 1, torch.tensor([0, 2]), recon=True)
+    assert logits.shape == (2,) and rec.shape == (2, 1, d.RECON_PX, d.RECON_PX)
+    torch.manual_seed(0)
+    x = torch.nn.functional.interpolate(torch.rand(4, 1, 4, 4) * 2 - 1, size=32, mode="bilinear")  # smooth
+    target = torch.nn.functional.interpolate(x, size=d.RECON_PX)
+    opt = torch.optim.Adam(d.parameters(), lr=1e-2)
+    errors = []
+    for _ in range(15):
+        err = torch.nn.functional.mse_loss(d(x, torch.tensor([0, 1, 2, 0]), recon=True)[1], target)
+        opt.zero_grad(), err.backward(), opt.step()
+        errors.append(err.item())
+    assert errors[-1] < 0.5 * errors[0], errors

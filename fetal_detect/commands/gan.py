@@ -16,6 +16,8 @@ def register(sub):
     t.add_argument("--hours", type=float, help="stop (and checkpoint) after this wall time")
     t.add_argument("--name", help="run name under runs/train/gan/ (default train)")
     t.add_argument("--no-resume", action="store_true", help="start over even if a checkpoint exists")
+    t.add_argument("--d-arch", choices=["recon", "projected", "dcgan"],
+                   help="discriminator of a new run (default recon; a resumed run keeps its own): see docs/gan.md")
     t.add_argument("--features", default="auto",
                    help="frozen feature network of the projected discriminator: 'auto' (weights/plane-cls.pt "
                         "when present), 'random', or a .pt of this project's (default auto)")
@@ -45,7 +47,7 @@ def run_train(args) -> int:
 
     r = train(data=args.data, epochs=args.epochs, imgsz=args.imgsz, batch=args.batch, seed=args.seed,
               name=args.name, hours=args.hours, resume=not args.no_resume, features=args.features,
-              threads=args.threads)
+              threads=args.threads, d_arch=args.d_arch)
     print_json({"task": r.task, "weights": str(r.weights), "run_dir": str(r.run_dir), "metrics": r.metrics})
     return 0
 

@@ -62,8 +62,42 @@ class Discriminator(nn.Module):
         self.embed = SN(nn.Embedding(n_classes, w[-1]))
 
     def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        h = self.features(x).sum(dim=(2, 3))  # global sum pooling
+        return self._logits(self.features(x), y)
+
+    def _logits(self, f: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        h = f.sum(dim=(2, 3))  # global sum pooling
         return self.linear(h).squeeze(1) + (self.embed(y) * h).sum(1)
+
+
+class ReconDiscriminator(Discriminator):
+    """:class:`Discriminator` that must also *describe* the real images it sees (Liu et al. 2021, FastGAN).
+
+    A small decoder rebuilds the input at ``RECON_PX`` px from D's 8x8 feature map; its L2 error on
+    real images is added to D's loss. On a few hundred images this keeps D's features about the
+    whole picture (skull outline, midline) instead of memorised texture, so G is pushed toward the
+    layout of a head, not just speckle.
+    """
+
+    RECON_PX = 64
+
+    def __init__(self, n_classes: int, imgsz: int = 128, base: int = 8, cap: int = 128):
+        super().__init__(n_classes, imgsz, base, cap)
+        w8 = _widths(imgsz, base, cap)[1]  # channels at 8x8
+        chans = [w8, 64, 32, 16]
+        up = []
+        for cin, cout in zip(chans[:-1], chans[1:]):  # 8 -> 16 -> 32 -> 64
+            up += [nn.Upsample(scale_factor=2, mode="nearest"), nn.Conv2d(cin, cout, 3, 1, 1),
+                   nn.BatchNorm2d(cout), nn.LeakyReLU(0.2, inplace=True)]
+        self.decoder = nn.Sequential(*up, nn.Conv2d(chans[-1], 1, 3, 1, 1), nn.Tanh())
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor, recon: bool = False):
+        h, f8 = x, None
+        for layer in self.features:
+            h = layer(h)
+            if h.shape[-1] == 8:
+                f8 = h
+        logits = self._logits(h, y)
+        return (logits, self.decoder(f8)) if recon else logits
 
 
 FEATURE_TAPS = (2, 4, 6, 8)  # yolov8n-cls backbone outputs at strides 4, 8, 16, 32 (32/64/128/256 channels)

@@ -24,7 +24,7 @@ from fetal_detect.gan.diffaug import diff_augment
 
 log = logging.getLogger(__name__)
 DEFAULTS = dict(z_dim=64, base=16, cap=256, lr_g=2e-4, lr_d=2e-4, betas=(0.0, 0.99), ema=0.995,
-                policy="color,translation,cutout", d_arch="projected", features="auto", ms_weight=1.0)
+                policy="color,translation,cutout", d_arch="recon", features="auto", ms_weight=1.0)
 LEGACY = dict(d_arch="dcgan", ms_weight=0.0)  # what a checkpoint without these keys was trained with
 
 
@@ -50,12 +50,14 @@ def build_generator(n_classes: int, imgsz: int, cfg: dict):
 
 
 def build_discriminator(n_classes: int, imgsz: int, cfg: dict, features: str | None = None):
-    """``cfg['d_arch']``: 'projected' (frozen features of ``features``) or 'dcgan' (from scratch)."""
-    from fetal_detect.gan.model import Discriminator, ProjectedDiscriminator
+    """``cfg['d_arch']``: 'recon' (from scratch, self-supervised by reconstruction), 'projected' (frozen
+    features of ``features``) or 'dcgan' (from scratch, the first design)."""
+    from fetal_detect.gan.model import Discriminator, ProjectedDiscriminator, ReconDiscriminator
 
-    if cfg.get("d_arch", "dcgan") == "projected":
+    arch = cfg.get("d_arch", "dcgan")
+    if arch == "projected":
         return ProjectedDiscriminator(n_classes, features)
-    return Discriminator(n_classes, imgsz, base=cfg["base"], cap=cfg["cap"])
+    return (ReconDiscriminator if arch == "recon" else Discriminator)(n_classes, imgsz, base=cfg["base"], cap=cfg["cap"])
 
 
 def mode_seeking(x1, x2, z1, z2):
@@ -92,7 +94,7 @@ def sample_grid(g, classes: list[str], z: "torch.Tensor", path: Path) -> Path:
 
 def train(data: str = "brain_abnormal", epochs: int = 200, imgsz: int = 128, batch: int = 16, seed: int = 0,
           name: str | None = None, hours: float | None = None, resume: bool = True, save_every: int = 50,
-          sample_every: int = 100, threads: int = 1, features: str | None = "auto", **_):
+          sample_every: int = 100, threads: int = 1, features: str | None = "auto", d_arch: str | None = None, **_):
     """Train the conditional GAN on the train split of ``data``; resume from ``last.pt`` when present."""
     import torch
     import torch.nn.functional as F
@@ -113,11 +115,12 @@ def train(data: str = "brain_abnormal", epochs: int = 200, imgsz: int = 128, bat
     last = wdir / "last.pt"
     ck = torch.load(last, map_location="cpu", weights_only=False) if resume and last.exists() else None
     if ck is None:
-        cfg = dict(DEFAULTS, features=resolve_features(features) or "random")
+        cfg = dict(DEFAULTS, d_arch=d_arch or DEFAULTS["d_arch"])
+        cfg["features"] = (resolve_features(features) or "random") if cfg["d_arch"] == "projected" else None
     else:  # the architecture it was trained with; the projected D's frozen features come from its state
         cfg = {**DEFAULTS, **LEGACY, **ck["cfg"]}
     g = build_generator(n_cls, imgsz, cfg)
-    d = build_discriminator(n_cls, imgsz, cfg, None if ck else resolve_features(cfg["features"]))
+    d = build_discriminator(n_cls, imgsz, cfg, None if ck or cfg["d_arch"] != "projected" else resolve_features(cfg["features"]))
     g_ema = copy.deepcopy(g).eval()
     opt_g = torch.optim.Adam(g.parameters(), lr=cfg["lr_g"], betas=cfg["betas"])
     opt_d = torch.optim.Adam([q for q in d.parameters() if q.requires_grad], lr=cfg["lr_d"], betas=cfg["betas"])
@@ -162,8 +165,13 @@ def train(data: str = "brain_abnormal", epochs: int = 200, imgsz: int = 128, bat
         z = torch.randn(batch, cfg["z_dim"])
         with torch.no_grad():
             xf = g(z, yr)
-        loss_d = F.relu(1 - d(diff_augment(xr, cfg["policy"]), yr)).mean() + \
-            F.relu(1 + d(diff_augment(xf, cfg["policy"]), yr)).mean()
+        xr_aug = diff_augment(xr, cfg["policy"])
+        if cfg["d_arch"] == "recon":
+            out_r, rec = d(xr_aug, yr, recon=True)
+            loss_rec = F.mse_loss(rec, F.interpolate(xr_aug, size=rec.shape[-2:], mode="area"))
+        else:
+            out_r, loss_rec = d(xr_aug, yr), 0.0
+        loss_d = F.relu(1 - out_r).mean() + F.relu(1 + d(diff_augment(xf, cfg["policy"]), yr)).mean() + loss_rec
         opt_d.zero_grad(set_to_none=True)
         loss_d.backward()
         opt_d.step()
