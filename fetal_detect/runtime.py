@@ -155,6 +155,19 @@ def resolve_weights(task: Task, weights: str | Path | None) -> Path:
                            f"train one with `python train.py --task {task.name}` or pass --weights")
 
 
+def optional_predictor(task: str, weights: str | Path | None = None, conf: float = 0.25):
+    """``load_predictor`` for a model a pipeline can do without: None when no weights were named and
+    none are shipped (or the shipped ones do not load); named weights that fail still raise."""
+    if not weights and not get_task(task).weights.exists():
+        return None
+    try:
+        return load_predictor(task, weights, conf=conf)
+    except FetalDetectError:
+        if weights:
+            raise
+        return None
+
+
 def load_predictor(task: str | Task, weights: str | Path | None = None, conf: float = 0.25):
     """A predictor for ``task``: torch for ``.pt``, onnxruntime for ``.onnx``."""
     t = get_task(task) if isinstance(task, str) else task

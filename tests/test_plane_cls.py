@@ -109,3 +109,30 @@ def test_analyze_classifies_the_plane_then_routes(plane, task):
         assert report["result"]["plane_check"]["ok"] and report["status"] == "ok"
     else:
         assert report["status"] == "no_standard_plane" and report["measurements"] == {}
+
+
+def test_cns_report_adds_mask_areas_in_mm2_when_a_cns_seg_model_is_loaded():
+    from fetal_detect.pipeline.cns import CNSMeasurer
+
+    brain = np.zeros((32, 32), np.uint8)
+    brain[4:28, 4:28] = 1  # 576 px at 32 x 32 -> 2304 px at the 64 x 64 image size
+    lv_small, lv_big = np.zeros((64, 64), bool), np.zeros((64, 64), bool)
+    lv_small[0:2, 0:5], lv_big[10:20, 10:20] = True, True
+    seg = _Stub(Prediction(instances=[Instance("Brain", 0.9, (8, 8, 56, 56), brain),
+                                      Instance("LV", 0.4, (0, 0, 5, 2), lv_small), Instance("LV", 0.8, (10, 10, 20, 20), lv_big)]))
+    det = _Stub(Prediction(instances=[Instance("CSP", 0.8, (10, 10, 20, 16))]))
+    out = CNSMeasurer(predictor=det, seg_predictor=seg)(np.zeros((64, 64), np.uint8), pixel_size_mm=0.5)
+    assert out["masks"]["Brain"] == {"confidence": 0.9, "area_px": 2304, "area_mm2": 576.0}
+    assert out["masks"]["LV"]["area_px"] == 100 and out["masks"]["LV"]["area_mm2"] == 25.0  # the confident one
+    assert "CSP" not in out["masks"] and out["structures"]["CSP"]["width_mm"] == 5.0
+    no_seg = CNSMeasurer(predictor=det)(np.zeros((64, 64), np.uint8), pixel_size_mm=None)
+    assert "masks" not in no_seg  # no cns-seg weights shipped to the tests
+
+
+def test_optional_model_is_skipped_when_absent_but_named_weights_must_load(tmp_path):
+    from fetal_detect.errors import FetalDetectError
+    from fetal_detect.runtime import optional_predictor
+
+    assert optional_predictor("cns-seg") is None
+    with pytest.raises(FetalDetectError):
+        optional_predictor("cns-seg", tmp_path / "missing.pt")

@@ -1,5 +1,6 @@
 """``analyze IMAGE``: classify the scan plane, route to its measurement (HC, NT, CNS), print one JSON report."""
-WEIGHT_FLAGS = {"plane-cls": "plane_weights", "hc-seg": "hc_weights", "nt-det": "nt_weights", "cns-det": "cns_weights"}
+WEIGHT_FLAGS = {"plane-cls": "plane_weights", "hc-seg": "hc_weights", "nt-det": "nt_weights", "nt-seg": "nt_seg_weights",
+                "cns-det": "cns_weights", "cns-seg": "cns_seg_weights"}
 
 
 def register(sub):
@@ -13,7 +14,7 @@ def register(sub):
     p.add_argument("--pixel-size", dest="pixel_size", metavar="MM",
                    help="mm per pixel; DICOM calibration is used when absent; without either, results are in px")
     for task, dest in WEIGHT_FLAGS.items():
-        p.add_argument(f"--{task.split('-')[0]}-weights", dest=dest, metavar="W",
+        p.add_argument(f"--{dest.replace('_', '-')}", dest=dest, metavar="W",
                        help=f"{task} model (.pt/.onnx); default weights/{task}.pt")
     p.add_argument("--overlay", metavar="PNG", help="write the image with the detections drawn")
     p.set_defaults(func=run)

@@ -39,7 +39,7 @@ class Analyzer:
             elif kind == "cns":
                 from fetal_detect.pipeline.cns import CNSMeasurer
 
-                self._measurers[kind] = CNSMeasurer(self.weights.get("cns-det"))
+                self._measurers[kind] = CNSMeasurer(self.weights.get("cns-det"), seg_weights=self.weights.get("cns-seg"))
             else:
                 raise FetalDetectError(f"task '{kind}' is not available in this build", status=400)
         return self._measurers[kind]

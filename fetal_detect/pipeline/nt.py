@@ -29,21 +29,15 @@ class NTMeasurer:
     def __init__(self, weights: str | Path | None = None, seg_weights: str | Path | None = None,
                  predictor=None, seg_predictor=None, need_detector: bool = True, plane_conf: float = 0.25,
                  use_seg: bool = True):
-        from fetal_detect.runtime import load_predictor
-        from fetal_detect.tasks import get_task
+        from fetal_detect.runtime import load_predictor, optional_predictor
 
         self.plane_conf = plane_conf
         self.predictor = predictor
         if self.predictor is None and (need_detector or weights):
             self.predictor = load_predictor("nt-det", weights, conf=0.05)
         self.seg_predictor = seg_predictor
-        if use_seg and self.seg_predictor is None and (seg_weights or get_task("nt-seg").weights.exists()):
-            try:
-                self.seg_predictor = load_predictor("nt-seg", seg_weights)
-            except FetalDetectError:
-                if seg_weights:
-                    raise
-                self.seg_predictor = None
+        if use_seg and self.seg_predictor is None:
+            self.seg_predictor = optional_predictor("nt-seg", seg_weights)
 
     @property
     def model_info(self) -> dict:
