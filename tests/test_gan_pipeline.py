@@ -190,3 +190,13 @@ def test_recon_discriminator_rebuilds_real_images_from_its_8px_features():
         opt.zero_grad(), err.backward(), opt.step()
         errors.append(err.item())
     assert errors[-1] < 0.5 * errors[0], errors
+
+
+def test_quality_refuses_a_generator_other_than_the_one_that_made_the_synthetic_images(gan_env, monkeypatch):
+    from fetal_detect.errors import FetalDetectError
+    from fetal_detect.gan.ablation import run
+
+    root, res = gan_env
+    monkeypatch.setattr(settings, "DATASETS_YAML", root / "datasets.yaml")
+    with pytest.raises(FetalDetectError, match="synthetic.generator"):
+        run("fx", "fx_aug", weights=res.weights, out=root / "q")

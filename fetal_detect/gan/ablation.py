@@ -16,6 +16,7 @@ import numpy as np
 
 from fetal_detect import settings
 from fetal_detect.data import registry
+from fetal_detect.errors import FetalDetectError
 from fetal_detect.gan import data as gdata
 from fetal_detect.gan import quality
 from fetal_detect.gan.labels import subtype_of
@@ -130,7 +131,11 @@ def run(base: str = "brain_abnormal", augmented: str = "brain_abnormal_aug", wei
     out.mkdir(parents=True, exist_ok=True)
     entry = registry.get_entry(augmented)
     syn_opts = entry.options["synthetic"]
-    weights = weights or settings.HOME / syn_opts["generator"]
+    named = settings.HOME / syn_opts["generator"]
+    if weights and Path(weights).resolve() != named.resolve():
+        raise FetalDetectError(f"{weights}: the ablation's synthetic images come from {syn_opts['generator']} "
+                               f"(datasets.yaml '{augmented}'); point its synthetic.generator at these weights")
+    weights = weights or named
     g, ck = load_generator(weights)
     classes = ck["classes"]
     train = gdata.load_real(base, ck["imgsz"], ("train",), classes)
