@@ -109,6 +109,14 @@ def test_kid_is_near_zero_on_identical_sets_and_positive_on_different():
     assert (idx == [4, 3, 2, 1, 0]).all() and np.allclose(dist, 0, atol=1e-2)
 
 
+def test_plane_classifier_features_are_one_256_vector_per_gray_image():
+    from fetal_detect.gan.quality import plane_features
+
+    imgs = np.random.default_rng(0).integers(0, 255, (6, 40, 40), dtype=np.uint8)
+    feats = plane_features(None, px=64)(imgs)  # random backbone here; the shipped plane-cls.pt in `gan quality`
+    assert feats.shape == (6, 256) and np.isfinite(feats).all()
+
+
 def test_projected_discriminator_trains_its_heads_and_keeps_its_features_frozen():
     import torch
 

@@ -65,5 +65,6 @@ def run_quality(args) -> int:
     from fetal_detect.gan.ablation import run
 
     m = run(args.data, args.augmented, args.weights, args.epochs, tuple(args.seeds), out=args.out)
-    print_json({k: m[k] for k in ("ablation", "accuracy_heldout", "memorisation")} | {"kid": m["kid"]["overall"]})
+    print_json({k: m[k] for k in ("ablation", "accuracy_heldout", "memorisation")} | {"kid": m["kid"]["overall"],
+               "kid_plane_cls": (m["kid_plane_cls"] or {}).get("overall")})
     return 0

@@ -121,6 +121,24 @@ def _real_vs_generated_sheet(train, gen_by_class: list[np.ndarray], rare: list[s
     return write_image(path, contact_sheet(tiles, caps, cols=cols, tile_w=128))
 
 
+def kid_report(features, g, ck: dict, train, held, n_gen: int = 50) -> dict:
+    """KID of generated vs real train images per class and overall, in the space of ``features``
+    (images -> vectors), next to held-out real vs train (what a perfect generator would approach)."""
+    from fetal_detect.gan.sample import generate
+
+    f_train, f_held = features(train.images), features(held.images)
+    per_class = {}
+    for k, c in enumerate(ck["classes"]):
+        f_gen = features(generate(g, ck, c, n_gen, seed=123 + k))
+        per_class[c] = {"n_real_train": int((train.labels == k).sum()),
+                        "kid_gen_vs_train": quality.kid(f_gen, f_train[train.labels == k]),
+                        "kid_heldout_vs_train": quality.kid(f_held[held.labels == k], f_train[train.labels == k])}
+    all_gen = np.concatenate([generate(g, ck, c, 10, seed=7 + k) for k, c in enumerate(ck["classes"])])
+    overall = {"kid_gen_vs_train": quality.kid(features(all_gen), f_train),
+               "kid_heldout_vs_train": quality.kid(f_held, f_train)}
+    return {"per_class": per_class, "overall": overall}
+
+
 def run(base: str = "brain_abnormal", augmented: str = "brain_abnormal_aug", weights: str | Path | None = None,
         epochs: int = 40, seeds=(0, 1, 2), n_gen: int = 50, out: str | Path | None = None) -> dict:
     """Ablation + KID + memorisation; writes OUT/metrics.json and OUT/nearest_pairs.png."""
@@ -163,21 +181,11 @@ def run(base: str = "brain_abnormal", augmented: str = "brain_abnormal_aug", wei
             vals = [r[arm][c]["recall"] for r in runs if r[arm][c]["recall"] is not None]
             row[f"recall_{arm}"] = float(np.mean(vals)) if vals else None
         table[c] = row
-    # KID per class with the baseline classifier's features
-    f_train = predict(feat_net, train.images, feats=True)
-    f_held = predict(feat_net, held.images, feats=True)
-    kid_rows, gen_by = {}, {}
-    for k, c in enumerate(classes):
-        gen = generate(g, ck, c, n_gen, seed=123 + k)
-        f_gen = predict(feat_net, gen, feats=True)
-        kid_rows[c] = {"n_real_train": int((train.labels == k).sum()),
-                       "kid_gen_vs_train": quality.kid(f_gen, f_train[train.labels == k]),
-                       "kid_heldout_vs_train": quality.kid(f_held[held.labels == k], f_train[train.labels == k])}
-        if c in rare:
-            gen_by[c] = gen[:10]
-    all_gen = np.concatenate([generate(g, ck, c, 10, seed=7 + k) for k, c in enumerate(classes)])
-    overall = {"kid_gen_vs_train": quality.kid(predict(feat_net, all_gen, feats=True), f_train),
-               "kid_heldout_vs_train": quality.kid(f_held, f_train)}
+    # KID per class with the baseline classifier's features, and with the shipped plane classifier's
+    kid_tiny = kid_report(lambda im: predict(feat_net, im, feats=True), g, ck, train, held, n_gen)
+    plane_w = settings.WEIGHTS_DIR / "plane-cls.pt"
+    kid_plane = kid_report(quality.plane_features(plane_w), g, ck, train, held, n_gen) if plane_w.exists() else None
+    gen_by = {c: generate(g, ck, c, 10, seed=123 + classes.index(c)) for c in rare}
     gen_all = [gen_by[c] for c in rare]
     gen_caps = [c for c in rare for _ in gen_by[c]]
     _real_vs_generated_sheet(train, gen_all, rare, out / "samples_vs_real.png")
@@ -196,7 +204,8 @@ def run(base: str = "brain_abnormal", augmented: str = "brain_abnormal_aug", wei
                              "real+synthetic": float(np.mean([r["acc_aug"] for r in runs]))},
         "macro_recall_heldout": {arm: {"rare": _macro(runs, arm, rare), "all": _macro(runs, arm, classes)}
                                  for arm in ("real", "real+synthetic")},
-        "kid": {"per_class": kid_rows, "overall": overall},
+        "kid": kid_tiny,
+        "kid_plane_cls": kid_plane,
         "memorisation": {"gen_to_nearest_train_rmse": {"min": float(dist.min()), "median": float(np.median(dist))},
                          "heldout_real_to_nearest_train_rmse": {"min": float(dist_held.min()),
                                                                 "median": float(np.median(dist_held))},
