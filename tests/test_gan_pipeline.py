@@ -208,3 +208,16 @@ def test_quality_refuses_a_generator_other_than_the_one_that_made_the_synthetic_
     monkeypatch.setattr(settings, "DATASETS_YAML", root / "datasets.yaml")
     with pytest.raises(FetalDetectError, match="synthetic.generator"):
         run("fx", "fx_aug", weights=res.weights, out=root / "q")
+
+
+def test_gan_kid_compares_generators_on_the_same_real_images(gan_env, monkeypatch, capsys, tmp_path):
+    from fetal_detect.cli import main
+
+    root, _ = gan_env
+    monkeypatch.setattr(settings, "DATASETS_YAML", root / "datasets.yaml")
+    out = tmp_path / "kid.json"
+    assert main(["gan", "kid", "--data", "fx", "--weights", str(root / "gen.pt"), "--features", "random",
+                 "--json", str(out)]) == 0
+    r = json.loads(out.read_text())["generators"][str(root / "gen.pt")]
+    assert r["overall"]["kid_gen_vs_train"] is not None and set(r["per_class"]) == set(SUBTYPES)
+    assert main(["gan", "kid", "--data", "fx", "--weights", str(root / "gen.pt"), "--features", str(tmp_path / "no.pt")]) == 2

@@ -38,6 +38,12 @@ def register(sub):
     q.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     q.add_argument("--out", help="output folder (default runs/gan/quality)")
     q.set_defaults(func=run_quality)
+    k = gs.add_parser("kid", help="KID of one or more generators in the plane classifier's feature space")
+    k.add_argument("--weights", nargs="+", required=True, help="generator checkpoints to compare")
+    k.add_argument("--data", default="brain_abnormal")
+    k.add_argument("--features", default="auto", help="plane-cls .pt for the features (default weights/plane-cls.pt)")
+    k.add_argument("--json", help="also write the result to this file")
+    k.set_defaults(func=run_kid)
     p.set_defaults(func=lambda a: (p.print_help(), 2)[1])
 
 
@@ -67,4 +73,19 @@ def run_quality(args) -> int:
     m = run(args.data, args.augmented, args.weights, args.epochs, tuple(args.seeds), out=args.out)
     print_json({k: m[k] for k in ("ablation", "accuracy_heldout", "memorisation")} | {"kid": m["kid"]["overall"],
                "kid_plane_cls": (m["kid_plane_cls"] or {}).get("overall")})
+    return 0
+
+
+def run_kid(args) -> int:
+    import json
+    from pathlib import Path
+
+    from fetal_detect.commands import print_json
+    from fetal_detect.gan.ablation import compare_kid
+
+    r = compare_kid(args.weights, args.data, args.features)
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(r, indent=2) + "\n")
+    print_json({w: v["overall"] for w, v in r["generators"].items()})
     return 0

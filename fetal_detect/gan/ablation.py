@@ -139,6 +139,29 @@ def kid_report(features, g, ck: dict, train, held, n_gen: int = 50) -> dict:
     return {"per_class": per_class, "overall": overall}
 
 
+def compare_kid(weights: list[str | Path], data: str = "brain_abnormal", features: str | Path | None = None) -> dict:
+    """Overall and per-class KID of several generators in one feature space (default: the shipped
+    plane classifier; 'random' for a random backbone), on the same real images and seeds."""
+    if features in (None, "auto"):
+        features = settings.WEIGHTS_DIR / "plane-cls.pt"
+        if not features.exists():
+            raise FetalDetectError(f"{features}: no plane classifier for the KID features; pass --features")
+    elif features != "random" and not Path(features).exists():
+        raise FetalDetectError(f"{features}: feature network not found")
+    from fetal_detect.gan.train import load_generator
+
+    feat = quality.plane_features(None if features == "random" else features)
+    out = {"features": str(features), "generators": {}}
+    for w in weights:
+        g, ck = load_generator(w)
+        train = gdata.load_real(data, ck["imgsz"], ("train",), ck["classes"])
+        held = gdata.load_real(data, ck["imgsz"], ("val", "test"), ck["classes"])
+        r = kid_report(feat, g, ck, train, held)
+        out["generators"][str(w)] = {"iterations": ck.get("iteration"), "overall": r["overall"],
+                                     "per_class": {c: v["kid_gen_vs_train"] for c, v in r["per_class"].items()}}
+    return out
+
+
 def run(base: str = "brain_abnormal", augmented: str = "brain_abnormal_aug", weights: str | Path | None = None,
         epochs: int = 40, seeds=(0, 1, 2), n_gen: int = 50, out: str | Path | None = None) -> dict:
     """Ablation + KID + memorisation; writes OUT/metrics.json and OUT/nearest_pairs.png."""
