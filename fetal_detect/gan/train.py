@@ -120,7 +120,7 @@ def train(data: str = "brain_abnormal", epochs: int = 200, imgsz: int = 128, bat
     else:  # the architecture it was trained with; the projected D's frozen features come from its state
         cfg = {**DEFAULTS, **LEGACY, **ck["cfg"]}
     g = build_generator(n_cls, imgsz, cfg)
-    d = build_discriminator(n_cls, imgsz, cfg, None if ck or cfg["d_arch"] != "projected" else resolve_features(cfg["features"]))
+    d = build_discriminator(n_cls, imgsz, cfg, None if ck else resolve_features(cfg["features"]))
     g_ema = copy.deepcopy(g).eval()
     opt_g = torch.optim.Adam(g.parameters(), lr=cfg["lr_g"], betas=cfg["betas"])
     opt_d = torch.optim.Adam([q for q in d.parameters() if q.requires_grad], lr=cfg["lr_d"], betas=cfg["betas"])
