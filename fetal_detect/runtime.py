@@ -157,9 +157,8 @@ def resolve_weights(task: Task, weights: str | Path | None) -> Path:
 
 def optional_predictor(task: str, weights: str | Path | None = None, conf: float = 0.25):
     """``load_predictor`` for a model a pipeline can do without: None when no weights were named and
-    none are shipped (or the shipped ones do not load); named weights that fail still raise."""
-    if not weights and not get_task(task).weights.exists():
-        return None
+    none are shipped (``resolve_weights``: ``.pt`` or ``.onnx``) or the shipped ones do not load; named
+    weights that fail still raise."""
     try:
         return load_predictor(task, weights, conf=conf)
     except FetalDetectError:
