@@ -5,7 +5,7 @@
 FROM python:3.11-slim
 
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 \
-    FETAL_DETECT_HOME=/app OMP_NUM_THREADS=2
+    FETAL_DETECT_HOME=/app OMP_NUM_THREADS=2 YOLO_OFFLINE=1 YOLO_AUTOINSTALL=False
 
 # OpenCV (pulled in by Ultralytics) needs these shared libraries at run time
 RUN apt-get update \

@@ -89,14 +89,14 @@ def collect_inputs(src: str | Path) -> list[Item]:
 
 def _walk(folder: Path) -> Iterator[Path]:
     """Image files by suffix, plus suffix-less or unknown files that are DICOM (sniffed ``DICM``)."""
-    from fetal_detect.io import sniff_format
+    from fetal_detect.io import is_regular_file, sniff_format
 
     for root, dirs, files in os.walk(folder):
         dirs[:] = sorted(d for d in dirs if not d.startswith("."))
         for name in sorted(files):
             f = Path(root) / name
-            if name.startswith(".") or name.upper() == "DICOMDIR":
-                continue
+            if name.startswith(".") or name.upper() == "DICOMDIR" or not is_regular_file(f):
+                continue  # FIFOs, devices (a symlink to /dev/zero) and sockets would hang the batch
             if f.suffix.lower() in IMAGE_SUFFIXES:
                 yield f
             elif f.suffix.lower() not in {".csv", ".json", ".txt", ".md", ".parquet", ".jsonl", ".yaml"}:
@@ -126,13 +126,10 @@ def read_input_csv(path: Path) -> list[Item]:
 
 
 def file_sha256(path: str | Path) -> str | None:
-    """Hex SHA-256 of a file's bytes (None when it cannot be read)."""
-    from fetal_detect.data.registry import file_sha256 as sha256
+    """Hex SHA-256 of a regular file's bytes (None when it cannot be read, or is a FIFO or a device)."""
+    from fetal_detect.io import regular_file_sha256
 
-    try:
-        return sha256(Path(path))
-    except OSError:
-        return None
+    return regular_file_sha256(path)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -10,3 +10,9 @@ class FetalDetectError(Exception):
     def __init__(self, message: str, status: int = 400):
         super().__init__(message)
         self.status = status
+
+
+def short(value, limit: int = 40) -> str:
+    """``value`` as text cut to ``limit`` characters (for echoing user input in an error message)."""
+    text = str(value)
+    return text if len(text) <= limit else text[:limit] + f"... ({len(text):,} chars)"

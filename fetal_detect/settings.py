@@ -53,6 +53,7 @@ def configure_ultralytics_offline() -> None:
     Must run before ``ultralytics`` is imported; importing :mod:`fetal_detect` does it.
     """
     os.environ.setdefault("YOLO_OFFLINE", "1")
+    os.environ["YOLO_AUTOINSTALL"] = "False"  # never pip-install anything at run time (codecs, exporters)
     os.environ.setdefault("YOLO_CONFIG_DIR", str(ULTRALYTICS_DIR))
     os.environ.setdefault("YOLO_VERBOSE", os.environ.get("YOLO_VERBOSE", "True"))
     os.environ.setdefault("MPLCONFIGDIR", str(ULTRALYTICS_DIR / "matplotlib"))
@@ -79,8 +80,12 @@ def _dejavu_font() -> Path | None:
 
 
 def disable_ultralytics_network() -> None:
-    """Turn off Ultralytics' own online settings (sync, hub, update checks) after import."""
+    """Turn off Ultralytics' own online settings (sync, hub, update checks) and its auto-install after import."""
+    import ultralytics.utils
+    import ultralytics.utils.checks
     from ultralytics.utils import SETTINGS
+
+    ultralytics.utils.AUTOINSTALL = ultralytics.utils.checks.AUTOINSTALL = False  # even if imported before us
 
     want = {"sync": False, "hub": False, "clearml": False, "comet": False, "dvc": False,
             "mlflow": False, "neptune": False, "raytune": False, "tensorboard": False, "wandb": False}
