@@ -1,0 +1,337 @@
+"""Pixel size (mm/px) from the scanner's on-screen depth ruler: a column of small, regularly spaced ticks.
+
+``read_ruler(grey, interval_mm=5.0)`` returns a :class:`Ruler`: ``pixel_size_mm`` (None when refused),
+``reason``, the ticks used (x, y in px), the fitted spacing in px, a confidence and the tick pattern.
+``draw_ruler(image, ruler)`` draws the ticks used (the overlay people check it by).
+
+How: thin horizontal marks are picked out with a vertical white top-hat; every candidate column near
+the left and right image edges is scored by the autocorrelation of its tick profile (one FFT for all
+columns); in the best column the ticks are located to sub-pixel precision (intensity centroids) and the
+spacing is the slope of a least-squares line through tick position vs tick index, over all ticks.
+Refuses (``pixel_size_mm`` None, with a reason) rather than guess: no periodic tick column, fewer than
+``min_ticks`` ticks, irregular gaps (fit residuals), ticks not aligned in a column, or a pixel size outside
+the plausible range. ``interval_mm`` is the distance between neighbouring ticks (5 mm on the scanners
+in ../shared/data; give 10 for rulers with 1 cm ticks only). A wrong scale is worse than none.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+
+import cv2
+import numpy as np
+
+DEFAULT_INTERVAL_MM = 5.0
+MIN_TICKS = 6
+PLAUSIBLE_MM = (0.02, 1.0)  # mm per px of a B-mode screenshot; anything else is refused
+EDGE_FRACTION = 0.25  # rulers are searched in this share of the width on each side
+MIN_PERIOD_PX = 8.0
+
+
+@dataclass
+class Ruler:
+    """The outcome of :func:`read_ruler`; ``pixel_size_mm`` is None when refused (``reason`` says why)."""
+
+    pixel_size_mm: float | None
+    reason: str
+    source: str | None = None
+    interval_mm: float = DEFAULT_INTERVAL_MM
+    spacing_px: float | None = None
+    ticks: list[list[float]] = field(default_factory=list)  # [x, y] px of each tick used
+    confidence: float = 0.0
+    side: str | None = None  # "left" / "right" image edge
+    rms_px: float | None = None
+    pattern: str | None = None  # "uniform" or "major every N"
+
+    def as_dict(self) -> dict:
+        d = asdict(self)
+        for k in ("pixel_size_mm", "spacing_px", "rms_px", "confidence"):
+            if d[k] is not None:
+                d[k] = round(float(d[k]), 6 if k == "pixel_size_mm" else 3)
+        d["ticks"] = [[round(x, 1), round(y, 2)] for x, y in self.ticks]
+        return d
+
+
+def _refuse(reason: str, interval_mm: float, **kw) -> Ruler:
+    return Ruler(None, reason, None, interval_mm, **kw)
+
+
+def tick_response(grey: np.ndarray) -> np.ndarray:
+    """Brightness of thin horizontal marks (rows < 7 px tall) above their vertical surroundings."""
+    kernel = cv2.getStructuringElement(cv2.MORPH_RECT, (1, 9))
+    return cv2.morphologyEx(grey, cv2.MORPH_TOPHAT, kernel).astype(np.float32)
+
+
+def _column_scores(resp: np.ndarray, lo: float, hi: float) -> tuple[np.ndarray, np.ndarray]:
+    """Per column: the highest normalised autocorrelation of its tick profile at lags in [lo, hi], and that lag."""
+    p = np.clip((resp - 20.0) / 40.0, 0.0, 1.0)
+    h = p.shape[0]
+    n = 1 << int(math.ceil(math.log2(2 * h)))
+    f = np.fft.rfft(p, n=n, axis=0)
+    ac = np.fft.irfft(f * np.conj(f), n=n, axis=0)[:h]
+    energy = ac[0]
+    lags = np.arange(int(lo), int(hi) + 1)
+    lags = lags[lags < h]
+    if lags.size == 0:
+        z = np.zeros(p.shape[1])
+        return z, z
+    acn = ac[lags] / np.maximum(energy, 1e-6)
+    acn[:, energy < 3.0] = 0  # fewer than ~3 full ticks of energy: not a ruler column
+    best = acn.argmax(axis=0)
+    return acn[best, np.arange(acn.shape[1])], lags[best].astype(np.float64)
+
+
+def _first_period(prof: np.ndarray, lo: float, hi: float) -> float | None:
+    """Fundamental period of a tick profile: the smallest autocorrelation peak >= 0.6 x the best one."""
+    p = np.clip((prof - 20.0) / 40.0, 0.0, 1.0)
+    h = p.size
+    ac = np.correlate(p, p, mode="full")[h - 1:]
+    if ac[0] <= 0:
+        return None
+    ac = ac / ac[0]
+    lo_i, hi_i = max(int(lo), 2), min(int(hi), h - 2)
+    if hi_i <= lo_i:
+        return None
+    seg = ac[lo_i:hi_i + 1]
+    top = seg.max()
+    if top <= 0.2:
+        return None
+    for i in range(lo_i, hi_i + 1):
+        if ac[i] >= 0.6 * top and ac[i] >= ac[i - 1] and ac[i] >= ac[i + 1]:
+            y0, y1, y2 = ac[i - 1], ac[i], ac[i + 1]
+            den = y0 - 2 * y1 + y2
+            return i + (0.5 * (y0 - y2) / den if den < 0 else 0.0)
+    return None
+
+
+def _peaks(prof: np.ndarray, thr: float) -> np.ndarray:
+    """Indices of local maxima of ``prof`` >= thr (plateaus: their first row)."""
+    left = np.r_[-np.inf, prof[:-1]]
+    right = np.r_[prof[1:], -np.inf]
+    return np.flatnonzero((prof >= thr) & (prof > left) & (prof >= right))
+
+
+def _tick_geometry(resp: np.ndarray, y: int, x: int, thr: float) -> tuple[float, float, int, int]:
+    """Sub-pixel centre (x, y) and horizontal extent [x1, x2] of the tick through (x, y)."""
+    h, w = resp.shape
+    row = resp[y]
+    lim = max(thr, 0.4 * row[x])
+    x1 = x
+    while x1 > 0 and row[x1 - 1] >= lim:
+        x1 -= 1
+    x2 = x
+    while x2 < w - 1 and row[x2 + 1] >= lim:
+        x2 += 1
+    ys = slice(max(y - 3, 0), min(y + 4, h))
+    patch = resp[ys, x1:x2 + 1]
+    wts = np.clip(patch - 0.3 * row[x], 0, None).sum(axis=1)
+    rows = np.arange(ys.start, ys.stop, dtype=np.float64)
+    yc = float((rows * wts).sum() / wts.sum()) if wts.sum() > 0 else float(y)
+    return (x1 + x2) / 2.0, yc, x1, x2
+
+
+def _fit(ys: np.ndarray, period: float) -> tuple[np.ndarray, np.ndarray, float, float]:
+    """Tick indices, inlier mask, offset and spacing of the line y = a + spacing * k (robust, iterated)."""
+    best = None
+    tol = max(1.5, 0.1 * period)
+    for anchor in ys:
+        k = np.round((ys - anchor) / period)
+        r = np.abs(ys - anchor - k * period)
+        score = (np.unique(k[r < tol]).size, -float(np.minimum(r, tol).sum()))
+        if best is None or score > best[0]:
+            best = (score, anchor)
+    a, t = best[1], period
+    inl = np.ones(ys.size, bool)
+    k = np.zeros(ys.size)
+    for _ in range(4):
+        k = np.round((ys - a) / t)
+        r = ys - a - k * t
+        inl = np.abs(r) < max(1.5, 0.1 * t)
+        # one tick per index: the nearest
+        for kk in np.unique(k[inl]):
+            idx = np.flatnonzero(inl & (k == kk))
+            if idx.size > 1:
+                keep = idx[np.argmin(np.abs(r[idx]))]
+                inl[idx] = False
+                inl[keep] = True
+        if inl.sum() < 2:
+            break
+        t, a = np.polyfit(k[inl], ys[inl], 1)
+    return k, inl, float(a), float(t)
+
+
+def _longest_run(k: np.ndarray, max_gap: int = 2) -> np.ndarray:
+    """Mask of the longest run of sorted tick indices with at most ``max_gap`` missing ticks between neighbours."""
+    order = np.argsort(k)
+    ks = k[order]
+    runs, start = [], 0
+    for i in range(1, ks.size + 1):
+        if i == ks.size or ks[i] - ks[i - 1] > max_gap + 1:
+            runs.append((start, i))
+            start = i
+    s, e = max(runs, key=lambda r: r[1] - r[0])
+    mask = np.zeros(k.size, bool)
+    mask[order[s:e]] = True
+    return mask
+
+
+def _pattern(lengths: np.ndarray, k: np.ndarray) -> str:
+    """'uniform', or 'major every N' when longer ticks repeat every N (2: 1 cm majors over 5 mm ticks, 5, 10)."""
+    if lengths.size < 4 or lengths.max() < 1.5 * max(np.median(lengths), 1):
+        return "uniform"
+    major = lengths >= 0.5 * (lengths.max() + np.median(lengths))
+    for n in (2, 5, 10):
+        for phase in range(n):
+            on = (k.astype(int) - phase) % n == 0
+            if on.any() and major[on].mean() >= 0.8 and (not major[~on].any()):
+                return f"major every {n}"
+    return "mixed"
+
+
+def _merge(pk: np.ndarray, prof: np.ndarray, gap: int = 3) -> np.ndarray:
+    """Peaks closer than ``gap`` px are one tick seen twice: keep the stronger."""
+    merged: list[int] = []
+    for p in pk:
+        if merged and p - merged[-1] < gap:
+            if prof[p] > prof[merged[-1]]:
+                merged[-1] = int(p)
+        else:
+            merged.append(int(p))
+    return np.array(merged, int)
+
+
+def _regular(ys: np.ndarray, period: float) -> tuple[np.ndarray, np.ndarray, float, float]:
+    """Fit ticks to y = a + t * k; keep the longest nearly gap-free run of inliers."""
+    k, inl, a, t = _fit(ys, period)
+    if inl.sum() >= 2:
+        run = np.zeros_like(inl)
+        run[inl] = _longest_run(k[inl])
+        inl = run
+    if inl.sum() >= 2:
+        t, a = np.polyfit(k[inl], ys[inl], 1)
+    return k, inl, float(a), float(t)
+
+
+def _candidate(resp: np.ndarray, x: int, period_guess: float, interval_mm: float, min_ticks: int,
+               side: str, offset: int) -> Ruler:
+    """Ticks, fit and checks in column ``x`` of ``resp`` (a strip; ``offset`` maps x to the image)."""
+    h, w = resp.shape
+    xa = max(x - 2, 0)
+    band = resp[:, xa:min(x + 3, w)]
+    prof = band.max(axis=1)
+    lo, hi = MIN_PERIOD_PX, h / (min_ticks - 1)
+    period = _first_period(prof, max(lo, 0.55 * period_guess), hi) or period_guess
+    weak = _merge(_peaks(prof, 20.0), prof)
+    if weak.size < min_ticks:
+        return _refuse(f"too few tick-like marks ({weak.size}) in the best column", interval_mm, side=side)
+    thr = max(20.0, 0.35 * float(np.median(np.sort(prof[weak])[::-1][:min_ticks])))
+    pk = weak[prof[weak] >= thr]
+    if pk.size < 3:
+        return _refuse(f"too few ticks ({pk.size} < {min_ticks})", interval_mm, side=side)
+    ys = np.array([_tick_geometry(resp, int(p), int(band[p].argmax()) + xa, 20.0)[1] for p in pk])
+    k, inl, a, t = _regular(ys, period)
+    pattern = None
+    if inl.sum() >= 3:  # minor ticks half-way between the ticks found (1 cm majors over 5 mm minors)?
+        yw = np.array([_tick_geometry(resp, int(p), int(band[p].argmax()) + xa, 20.0)[1] for p in weak])
+        mids = a + t * (np.arange(k[inl].min(), k[inl].max()) + 0.5)
+        hit = np.array([np.abs(yw - m).min() < max(1.5, 0.06 * t) for m in mids])
+        if hit.size >= 2 and hit.mean() >= 0.7 and t / 2 >= MIN_PERIOD_PX:
+            pk, ys = weak, yw
+            k, inl, a, t = _regular(ys, t / 2)
+            pattern = "major every 2"
+    n = int(inl.sum())
+    if n < min_ticks:
+        return _refuse(f"too few regularly spaced ticks ({n} < {min_ticks})", interval_mm, side=side)
+    geo = [_tick_geometry(resp, int(p), int(band[p].argmax()) + xa, 20.0) for p in pk]
+    resid = ys[inl] - (a + t * k[inl])
+    rms = float(np.sqrt(np.mean(resid ** 2)))
+    kin = k[inl]
+    span = int(kin.max() - kin.min()) + 1
+    x1s = np.array([g[2] for g in geo])[inl] + offset
+    x2s = np.array([g[3] for g in geo])[inl] + offset
+    ticks = [[g[0] + offset, g[1]] for g, ok in zip(geo, inl) if ok]
+    strength = prof[pk]
+    y_lo, y_hi = ys[inl].min() - 0.5 * t, ys[inl].max() + 0.5 * t
+    others = (ys > y_lo) & (ys < y_hi) & ~inl & (strength >= 0.5 * np.median(strength[inl]))
+    if pattern is None:  # marks half-way are minor ticks, not noise
+        others &= np.abs(((ys - a) / t) % 1 - 0.5) > 0.1
+    extra = int(others.sum())
+    lengths = x2s - x1s + 1
+    aligned = min(np.std(x1s), np.std(x2s))
+    kw = dict(side=side, spacing_px=float(abs(t)), ticks=ticks, rms_px=rms)
+    t = abs(t)
+    if t < MIN_PERIOD_PX:
+        return _refuse(f"tick spacing {t:.1f} px is too small to be a depth ruler", interval_mm, **kw)
+    if rms > max(0.7, 0.04 * t) or np.abs(resid).max() > max(1.6, 0.1 * t):
+        return _refuse(f"irregular tick gaps (rms {rms:.2f} px of {t:.1f} px spacing)", interval_mm, **kw)
+    if n < 0.7 * span:
+        return _refuse(f"ticks missing: {n} of {span} expected positions", interval_mm, **kw)
+    if extra > max(1, 0.25 * n):
+        return _refuse(f"{extra} marks between the ticks: not a clean ruler column", interval_mm, **kw)
+    if aligned > 2.0:
+        return _refuse(f"ticks not aligned in a column (x spread {aligned:.1f} px)", interval_mm, **kw)
+    if np.median(lengths) > 40:
+        return _refuse(f"marks {np.median(lengths):.0f} px long are not ruler ticks", interval_mm, **kw)
+    px = interval_mm / t
+    if not PLAUSIBLE_MM[0] <= px <= PLAUSIBLE_MM[1]:
+        return _refuse(f"implausible pixel size {px:.4f} mm ({t:.1f} px per {interval_mm:g} mm)", interval_mm, **kw)
+    conf = min(1.0, n / 10) * math.exp(-rms / max(0.5, 0.05 * t)) * (1 - extra / (n + extra)) * (n / span)
+    return Ruler(px, f"{n} ticks {t:.2f} px apart ({interval_mm:g} mm each)", "ruler", interval_mm, t,
+                 ticks, round(conf, 3), side, rms, pattern or _pattern(lengths, kin))
+
+
+def read_ruler(grey: np.ndarray, interval_mm: float = DEFAULT_INTERVAL_MM, min_ticks: int = MIN_TICKS) -> Ruler:
+    """Find the depth ruler on the left or right edge of ``grey`` and return its pixel size (or a refusal)."""
+    if not (interval_mm > 0 and math.isfinite(interval_mm)):
+        raise ValueError(f"interval_mm must be > 0, got {interval_mm}")
+    if grey.ndim == 3:
+        grey = cv2.cvtColor(grey, cv2.COLOR_BGR2GRAY)
+    if grey.dtype != np.uint8:
+        grey = cv2.normalize(grey, None, 0, 255, cv2.NORM_MINMAX).astype(np.uint8)
+    h, w = grey.shape
+    if h < 6 * MIN_PERIOD_PX or w < 16:
+        return _refuse(f"image {w}x{h} px is too small to carry a ruler", interval_mm)
+    edge = max(8, int(round(EDGE_FRACTION * w)))
+    lo, hi = MIN_PERIOD_PX, h / (min_ticks - 1)
+    cands = []
+    for side, x0, x1 in (("left", 0, edge), ("right", w - edge, w)):
+        resp = tick_response(grey[:, x0:x1])
+        score, lag = _column_scores(resp, lo, hi)
+        order = np.argsort(score)[::-1]
+        tried = []
+        for x in order[:40]:
+            if score[x] < 0.25 or len(tried) >= 3:
+                break
+            if any(abs(x - t) < 6 for t in tried):
+                continue
+            tried.append(int(x))
+            cands.append((float(score[x]), _candidate(resp, int(x), float(lag[x]), interval_mm, min_ticks, side, x0)))
+    if not cands:
+        return _refuse("no periodic tick column near the left or right edge", interval_mm)
+    ok = [(s * r.confidence, r) for s, r in cands if r.pixel_size_mm is not None]
+    if ok:
+        ok.sort(key=lambda c: -c[0])
+        best = ok[0][1]
+        others = [r for _, r in ok[1:] if r.side != best.side or abs(r.ticks[0][0] - best.ticks[0][0]) > 6]
+        if others and abs(others[0].pixel_size_mm / best.pixel_size_mm - 1) > 0.05 and ok[1][0] > 0.8 * ok[0][0]:
+            return _refuse("two tick columns disagree on the scale", interval_mm)
+        return best
+    cands.sort(key=lambda c: -c[0])
+    return cands[0][1]
+
+
+def draw_ruler(image: np.ndarray, ruler: Ruler | dict, color=(0, 220, 255)) -> np.ndarray:
+    """BGR copy of ``image`` with the ruler ticks used marked and the pixel size written next to them."""
+    r = ruler if isinstance(ruler, dict) else ruler.as_dict()
+    out = cv2.cvtColor(image, cv2.COLOR_GRAY2BGR) if image.ndim == 2 else image.copy()
+    col = color if r.get("pixel_size_mm") else (60, 60, 255)
+    for x, y in r.get("ticks") or []:
+        cv2.circle(out, (int(round(x)), int(round(y))), 4, col, 1, cv2.LINE_AA)
+    ticks = r.get("ticks") or []
+    if ticks:
+        x, y = ticks[0]
+        text = (f"{r['pixel_size_mm']:.4f} mm/px ({r['spacing_px']:.2f} px / {r['interval_mm']:g} mm)"
+                if r.get("pixel_size_mm") else "ruler refused")
+        tx = int(x) + 8 if x < out.shape[1] / 2 else max(0, int(x) - 8 - 7 * len(text))
+        cv2.putText(out, text, (tx, max(12, int(y) - 6)), cv2.FONT_HERSHEY_SIMPLEX, 0.4, col, 1, cv2.LINE_AA)
+    return out
