@@ -25,7 +25,7 @@ DEFAULT_INTERVAL_MM = 5.0
 MIN_TICKS = 6
 PLAUSIBLE_MM = (0.02, 1.0)  # mm per px of a B-mode screenshot; anything else is refused
 EDGE_FRACTION = 0.25  # rulers are searched in this share of the width on each side
-MIN_PERIOD_PX = 8.0
+MIN_PERIOD_PX = 15.0  # ticks closer than this are not a readable depth ruler
 
 
 @dataclass
@@ -35,7 +35,8 @@ class Ruler:
     pixel_size_mm: float | None
     reason: str
     source: str | None = None
-    interval_mm: float = DEFAULT_INTERVAL_MM
+    interval_mm: float | None = DEFAULT_INTERVAL_MM
+    interval_from: str | None = None  # "user" or "default" (5 mm ticks)
     spacing_px: float | None = None
     ticks: list[list[float]] = field(default_factory=list)  # [x, y] px of each tick used
     confidence: float = 0.0
@@ -52,7 +53,7 @@ class Ruler:
         return d
 
 
-def _refuse(reason: str, interval_mm: float, **kw) -> Ruler:
+def _refuse(reason: str, interval_mm: float | None, **kw) -> Ruler:
     return Ruler(None, reason, None, interval_mm, **kw)
 
 
@@ -176,16 +177,37 @@ def _longest_run(k: np.ndarray, max_gap: int = 2) -> np.ndarray:
 
 
 def _pattern(lengths: np.ndarray, k: np.ndarray) -> str:
-    """'uniform', or 'major every N' when longer ticks repeat every N (2: 1 cm majors over 5 mm ticks, 5, 10)."""
-    if lengths.size < 4 or lengths.max() < 1.5 * max(np.median(lengths), 1):
-        return "uniform"
-    major = lengths >= 0.5 * (lengths.max() + np.median(lengths))
-    for n in (2, 5, 10):
-        for phase in range(n):
-            on = (k.astype(int) - phase) % n == 0
-            if on.any() and major[on].mean() >= 0.8 and (not major[~on].any()):
-                return f"major every {n}"
-    return "mixed"
+    """Tick-length pattern along the ruler: 'major every 5' / 'major every 10' (long ticks every N ticks),
+    '+ alternating' when every other tick is longer (1 cm marks over 5 mm ticks), or 'uniform'."""
+    k = k.astype(int)
+    med = float(np.median(lengths))
+    parts = []
+    if lengths.size >= 4 and lengths.max() >= 1.8 * max(med, 1.0):
+        long_k = np.sort(k[lengths >= 0.5 * (lengths.max() + med)])
+        if long_k.size >= 2:
+            step = int(np.gcd.reduce(np.diff(long_k)))
+            if step in (2, 5, 10):
+                parts.append(f"major every {step}")
+        elif long_k.size == 1:
+            parts.append("one major")
+    short = lengths < 0.5 * (lengths.max() + med) if parts else np.ones(lengths.size, bool)
+    even, odd = lengths[short & (k % 2 == 0)], lengths[short & (k % 2 == 1)]
+    if even.size >= 2 and odd.size >= 2:
+        lo, hi = sorted((even, odd), key=np.mean)
+        if hi.min() > lo.max():
+            parts.append("alternating")
+    return " + ".join(parts) or "uniform"
+
+
+def auto_interval_mm(pattern: str | None) -> float | None:
+    """Tick interval implied by the tick pattern, or None when the pattern is ambiguous.
+
+    Alternating tick lengths (1 cm marks over 5 mm ticks) and long ticks every 10 ticks (5 cm) mean
+    5 mm ticks; plain ticks are taken as 5 mm (the scanners in ../shared/data). Long ticks every 5 with
+    nothing in between occur with 1 cm ticks (5 cm majors) and with 5 mm ticks (2.5 cm majors) on the
+    same scanner: ambiguous, so None (refused unless the user gives the interval).
+    """
+    return None if pattern == "major every 5" else DEFAULT_INTERVAL_MM
 
 
 def _merge(pk: np.ndarray, prof: np.ndarray, gap: int = 3) -> np.ndarray:
@@ -238,7 +260,7 @@ def _candidate(resp: np.ndarray, x: int, period_guess: float, interval_mm: float
         if hit.size >= 2 and hit.mean() >= 0.7 and t / 2 >= MIN_PERIOD_PX:
             pk, ys = weak, yw
             k, inl, a, t = _regular(ys, t / 2)
-            pattern = "major every 2"
+            pattern = "minor ticks half-way"
     n = int(inl.sum())
     if n < min_ticks:
         return _refuse(f"too few regularly spaced ticks ({n} < {min_ticks})", interval_mm, side=side)
@@ -270,19 +292,33 @@ def _candidate(resp: np.ndarray, x: int, period_guess: float, interval_mm: float
         return _refuse(f"{extra} marks between the ticks: not a clean ruler column", interval_mm, **kw)
     if aligned > 2.0:
         return _refuse(f"ticks not aligned in a column (x spread {aligned:.1f} px)", interval_mm, **kw)
+    if (x1s <= offset).any() or (x2s >= offset + w - 1).any():
+        return _refuse("marks touch the image border: not ruler ticks", interval_mm, **kw)
     if np.median(lengths) > 40:
         return _refuse(f"marks {np.median(lengths):.0f} px long are not ruler ticks", interval_mm, **kw)
-    px = interval_mm / t
+    pattern = _pattern(lengths, kin) + (f" ({pattern})" if pattern else "")
+    if interval_mm is not None:
+        interval, how = interval_mm, "user"
+    else:
+        interval, how = auto_interval_mm(pattern), "default"
+        if interval is None:
+            return _refuse("tick pattern fits both 5 mm and 1 cm ticks (long tick every 5): give the interval",
+                           None, pattern=pattern, **kw)
+    px = interval / t
     if not PLAUSIBLE_MM[0] <= px <= PLAUSIBLE_MM[1]:
-        return _refuse(f"implausible pixel size {px:.4f} mm ({t:.1f} px per {interval_mm:g} mm)", interval_mm, **kw)
+        return _refuse(f"implausible pixel size {px:.4f} mm ({t:.1f} px per {interval:g} mm)", interval, **kw)
     conf = min(1.0, n / 10) * math.exp(-rms / max(0.5, 0.05 * t)) * (1 - extra / (n + extra)) * (n / span)
-    return Ruler(px, f"{n} ticks {t:.2f} px apart ({interval_mm:g} mm each)", "ruler", interval_mm, t,
-                 ticks, round(conf, 3), side, rms, pattern or _pattern(lengths, kin))
+    return Ruler(px, f"{n} ticks {t:.2f} px apart ({interval:g} mm each, {how})", "ruler", interval, how, t,
+                 ticks, round(conf, 3), side, rms, pattern)
 
 
-def read_ruler(grey: np.ndarray, interval_mm: float = DEFAULT_INTERVAL_MM, min_ticks: int = MIN_TICKS) -> Ruler:
-    """Find the depth ruler on the left or right edge of ``grey`` and return its pixel size (or a refusal)."""
-    if not (interval_mm > 0 and math.isfinite(interval_mm)):
+def read_ruler(grey: np.ndarray, interval_mm: float | None = None, min_ticks: int = MIN_TICKS) -> Ruler:
+    """Find the depth ruler on the left or right edge of ``grey`` and return its pixel size (or a refusal).
+
+    ``interval_mm``: mm between neighbouring ticks; None (default) reads it from the tick pattern
+    (:func:`auto_interval_mm`: 10 mm when long ticks come every 5 ticks, else 5 mm).
+    """
+    if interval_mm is not None and not (interval_mm > 0 and math.isfinite(interval_mm)):
         raise ValueError(f"interval_mm must be > 0, got {interval_mm}")
     if grey.ndim == 3:
         grey = cv2.cvtColor(grey, cv2.COLOR_BGR2GRAY)
