@@ -46,7 +46,7 @@ TIMING = ("processing_ms",)  # columns that differ between runs of the same imag
 
 @dataclass(frozen=True)
 class Item:
-    """One image to analyse; ``pixel_size_mm`` from the input CSV (None: DICOM tags or ``--pixel-size``)."""
+    """One image to analyse; ``pixel_size_mm`` from the input CSV (None: ``--pixel-size``, DICOM, ruler)."""
 
     path: str
     pixel_size_mm: float | None = None
@@ -58,7 +58,7 @@ class BatchConfig:
 
     task: str = "auto"
     weights: dict = field(default_factory=dict)  # model task (e.g. "hc-seg") -> .pt / .onnx path
-    pixel_size_mm: float | None = None  # fallback for images with no CSV value and no DICOM calibration
+    pixel_size_mm: float | None = None  # --pixel-size: for images with no CSV value; wins over DICOM and ruler
     overlays: str | None = None
     skip_hashes: frozenset = frozenset()
     threads: int = 1  # torch/onnxruntime threads per worker
@@ -200,15 +200,15 @@ class Worker:
     def _analyze(self, row: dict, pixel_size_mm: float | None) -> None:
         """Fill ``row`` in place (so the pixel size is kept even when the analysis then fails)."""
         from fetal_detect.io import load_image
+        from fetal_detect.measure.calibration import calibrate
 
         path = row["path"]
         loaded = load_image(path)
-        px, source = pixel_size_mm, "csv"
-        if px is None:
-            px, source = loaded.pixel_size_mm, loaded.pixel_size_source
-        if px is None and self.cfg.pixel_size_mm is not None:
-            px, source = self.cfg.pixel_size_mm, "--pixel-size"
-        row.update(pixel_size_mm=px, pixel_size_source=source if px is not None else None)
+        user, how = (pixel_size_mm, "CSV pixel_size_mm") if pixel_size_mm is not None else (self.cfg.pixel_size_mm,
+                                                                                               "--pixel-size")
+        cal = calibrate(loaded, user, user_detail=how)
+        px = cal.pixel_size_mm
+        row.update(pixel_size_mm=px, pixel_size_source=cal.source)
         try:
             report = self.analyzer.analyze(loaded.image, px, self.cfg.task)
         except FetalDetectError as e:  # e.g. "no skull found": name the file in the message
@@ -223,9 +223,10 @@ class Worker:
                    task=report.get("task"), **meas, quality=q,
                    units=result.get("units"), models=models_string(report.get("models")) or self.models)
         if self.cfg.overlays:
-            row["overlay"] = self._overlay(loaded.image, result, path, row["sha256"])
+            row["overlay"] = self._overlay(loaded.image, result, path, row["sha256"],
+                                           cal.ruler if cal.source == "ruler" else None)
 
-    def _overlay(self, image, result: dict, path: str, row_sha: str | None) -> str | None:
+    def _overlay(self, image, result: dict, path: str, row_sha: str | None, ruler: dict | None = None) -> str | None:
         from fetal_detect.report import draw_boxes, draw_hc, write_image
 
         if "ellipse" in result:
@@ -234,6 +235,10 @@ class Worker:
             img = draw_boxes(image, result["instances"])
         else:
             return None
+        if ruler:
+            from fetal_detect.measure.ruler import draw_ruler
+
+            img = draw_ruler(img, ruler)
         dest = Path(self.cfg.overlays) / f"{Path(path).stem}-{(row_sha or 'nohash')[:8]}.png"
         return str(write_image(dest, img))
 

@@ -52,7 +52,7 @@ def test_dicom_folder_is_calibrated_and_patient_tags_never_reach_the_output(tiny
 
     df = pd.read_csv(out).sort_values("path")
     assert df["pixel_size_mm"].tolist() == [0.21, 0.33]
-    assert set(df["pixel_size_source"]) == {"PixelSpacing"}
+    assert set(df["pixel_size_source"]) == {"dicom"}
     text = out.read_text()
     for value in ("DOE", "JANE", "PID-778899", "19870304", "Example Hospital"):
         assert value not in text
@@ -71,7 +71,7 @@ def test_csv_input_gives_pixel_size_per_image(tiny_hc_model, tmp_path):
 
     df = pd.read_parquet(out).sort_values("path")
     assert df["pixel_size_mm"].tolist() == [0.15, 0.4]
-    assert df["pixel_size_source"].tolist() == ["csv", "--pixel-size"]
+    assert df["pixel_size_source"].tolist() == ["user", "user"]
 
 
 def test_glob_input_selects_matching_files(tmp_path):

@@ -102,7 +102,7 @@ def test_analyze_returns_measurements_in_mm_with_report_fields(oracle_client, he
     assert m["hc_mm"] == pytest.approx(head.truth["hc_mm"], rel=0.02)
     assert {"bpd_mm", "ofd_mm"} <= set(m) and rep["units"]["hc_mm"] == "mm"
     assert rep["overlay"]["ellipse"]["a"] > 0
-    assert rep["image"]["pixel_size_source"] == "request" and rep["model"]["name"] == "hc-seg"
+    assert rep["image"]["pixel_size_source"] == "user" and rep["model"]["name"] == "hc-seg"
     assert rep["overlay_png"].startswith("data:image/png;base64,") and rep["frame_png"].startswith("data:image/png")
 
 
@@ -138,13 +138,14 @@ def test_nothing_found_is_a_clean_answer(oracle_client):
 
 def test_dicom_pixel_spacing_gives_mm(oracle_client, head):
     rep = post(oracle_client, dicom([head.image], pixel_spacing_mm=0.2), name="a.dcm").json()
-    assert rep["image"]["pixel_size_source"] == "PixelSpacing" and rep["image"]["pixel_size_mm"] == pytest.approx(0.2)
+    assert rep["image"]["pixel_size_source"] == "dicom" and rep["image"]["pixel_size_mm"] == pytest.approx(0.2)
     assert rep["measurements"]["hc_mm"] == pytest.approx(head.truth["hc_mm"], rel=0.02)
 
 
 def test_dicom_ultrasound_region_calibration_gives_mm(oracle_client, head):
     rep = post(oracle_client, dicom([head.image], region_cm=0.02), name="b.dcm").json()
-    assert rep["image"]["pixel_size_source"].startswith("SequenceOfUltrasoundRegions")
+    assert rep["image"]["pixel_size_source"] == "dicom"
+    assert rep["image"]["pixel_size_detail"].startswith("DICOM SequenceOfUltrasoundRegions")
     assert rep["image"]["pixel_size_mm"] == pytest.approx(0.2)
     assert rep["measurements"]["hc_mm"] == pytest.approx(head.truth["hc_mm"], rel=0.02)
 

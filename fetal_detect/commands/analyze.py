@@ -12,7 +12,8 @@ def register(sub):
     p.add_argument("--task", default="auto", choices=("auto", "hc", "nt", "cns"),
                    help="auto (default): classify the plane first")
     p.add_argument("--pixel-size", dest="pixel_size", metavar="MM",
-                   help="mm per pixel; DICOM calibration is used when absent; without either, results are in px")
+                   help="mm per pixel; without it: the DICOM calibration, else the on-screen depth ruler, "
+                        "else results in px")
     for task, dest in WEIGHT_FLAGS.items():
         p.add_argument(f"--{dest.replace('_', '-')}", dest=dest, metavar="W",
                        help=f"{task} model (.pt/.onnx); default weights/{task}.pt")
@@ -24,21 +25,28 @@ def run(args) -> int:
     from fetal_detect.commands import print_json
     from fetal_detect.commands.measure import positive_mm
     from fetal_detect.io import load_image
+    from fetal_detect.measure.calibration import calibrate
     from fetal_detect.pipeline.analyze import Analyzer
 
     loaded = load_image(args.image)
-    px = positive_mm(args.pixel_size) if args.pixel_size else loaded.pixel_size_mm
+    cal = calibrate(loaded, positive_mm(args.pixel_size) if args.pixel_size else None, user_detail="--pixel-size")
+    px = cal.pixel_size_mm
     weights = {task: getattr(args, dest) for task, dest in WEIGHT_FLAGS.items() if getattr(args, dest)}
     report = Analyzer(weights).analyze(loaded.image, px, args.task)
     report["image"] = str(args.image)
-    report["pixel_size_source"] = "--pixel-size" if args.pixel_size else loaded.pixel_size_source
+    report.update(cal.as_dict())
     if args.overlay:
         from fetal_detect.report import draw_boxes, write_image
 
         dets = report["result"].get("detections") or []
         if not dets and report["result"].get("structures"):
             dets = list(report["result"]["structures"].values())
-        write_image(args.overlay, draw_boxes(loaded.image, dets))
+        img = draw_boxes(loaded.image, dets)
+        if cal.source == "ruler":
+            from fetal_detect.measure.ruler import draw_ruler
+
+            img = draw_ruler(img, cal.ruler)
+        write_image(args.overlay, img)
         report["overlay"] = args.overlay
     print_json(report)
     return 0

@@ -23,7 +23,8 @@ def register(sub):
     p.add_argument("--weights", action="append", metavar="[TASK=]PATH",
                    help="model (.pt or .onnx) instead of the shipped one; repeat as TASK=PATH for several")
     p.add_argument("--pixel-size", dest="pixel_size", metavar="MM",
-                   help="mm per pixel for images with no CSV value and no DICOM calibration")
+                   help="mm per pixel for images with no CSV value (wins over DICOM and the on-screen ruler); "
+                        "without either: DICOM calibration, else the ruler, else px")
     p.add_argument("--overlays", metavar="DIR", help="also write an overlay PNG per measured image here")
     p.add_argument("--address", help="join this Ray cluster (e.g. 'auto' or 'ray://head:10001') instead of "
                                      "starting a local one")

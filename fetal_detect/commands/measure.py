@@ -17,17 +17,22 @@ def positive_mm(text: str) -> float:
 def _add_common(p):
     p.add_argument("image", help="PNG/JPEG/BMP/TIFF or DICOM file")
     p.add_argument("--pixel-size", dest="pixel_size", metavar="MM",
-                   help="mm per pixel; DICOM calibration is used when absent; without either, results are in px")
+                   help="mm per pixel; without it: the DICOM calibration, else the on-screen depth ruler, "
+                        "else results in px")
     p.add_argument("--weights", help="model (.pt or .onnx); default: the shipped one")
     p.add_argument("--overlay", metavar="PNG", help="write the image with the measurement drawn")
 
 
 def _load(args):
-    """The image (or DICOM) and its pixel size: ``--pixel-size`` first, then the file's calibration."""
+    """The image (or DICOM) and its :class:`~fetal_detect.measure.calibration.Calibration`
+    (``--pixel-size``, else DICOM, else the on-screen ruler; see :func:`resolve_pixel_size`)."""
     from fetal_detect.io import load_image
+    from fetal_detect.measure.calibration import calibrate
 
     loaded = load_image(args.image)
-    return loaded, positive_mm(args.pixel_size) if args.pixel_size else loaded.pixel_size_mm
+    user = positive_mm(args.pixel_size) if args.pixel_size else None
+    args._calibration = calibrate(loaded, user, user_detail="--pixel-size")
+    return loaded, args._calibration.pixel_size_mm
 
 
 def _finish(res: dict, args, loaded, measurer, draw, t0: float) -> dict:
@@ -35,10 +40,15 @@ def _finish(res: dict, args, loaded, measurer, draw, t0: float) -> dict:
     from fetal_detect.report import write_image
 
     if args.overlay:
-        write_image(args.overlay, draw(loaded.image, res))
+        img = draw(loaded.image, res)
+        if args._calibration.source == "ruler":
+            from fetal_detect.measure.ruler import draw_ruler
+
+            img = draw_ruler(img, args._calibration.ruler)
+        write_image(args.overlay, img)
         res["overlay"] = args.overlay
     res["processing_ms"] = round((time.perf_counter() - t0) * 1000, 1)
-    res["pixel_size_source"] = "--pixel-size" if args.pixel_size else loaded.pixel_size_source
+    res.update(args._calibration.as_dict())
     res["model"] = measurer.model_info
     return res
 
@@ -54,7 +64,7 @@ def _hc(args) -> dict:
     res = _finish(measurer(loaded.image, px), args, loaded, measurer, draw_hc, t0)
     if args.ga_weeks is not None:
         if res.get("units") != "mm":
-            raise FetalDetectError("--ga-weeks needs HC in mm: give --pixel-size (or a calibrated DICOM)")
+            raise FetalDetectError("--ga-weeks needs HC in mm: give --pixel-size (or a calibrated DICOM, or an image with a readable depth ruler)")
         from fetal_detect.measure.hc import intergrowth_hc_centile
 
         res["centile"] = intergrowth_hc_centile(res["hc_mm"], args.ga_weeks)

@@ -70,10 +70,10 @@ def analyze_upload(analyzer, data: bytes, task: str = "auto", pixel_size_mm: flo
     if len(loaded.frames) > max_frames:
         raise FetalDetectError(f"upload: cine has {len(loaded.frames)} frames, over the {max_frames} frame limit",
                                status=413)
-    if pixel_size_mm is not None:
-        px, px_source = pixel_size_mm, "request"
-    else:
-        px, px_source = loaded.pixel_size_mm, loaded.pixel_size_source
+    from fetal_detect.measure.calibration import calibrate
+
+    cal = calibrate(loaded, pixel_size_mm, user_detail="request field pixel_size_mm")
+    px = cal.pixel_size_mm
     best, frames = None, []
     for i, frame in enumerate(loaded.frames):
         quality = image_quality(frame)
@@ -93,7 +93,7 @@ def analyze_upload(analyzer, data: bytes, task: str = "auto", pixel_size_mm: flo
             best = (key, i, report, quality)
     _, index, report, quality = best
     frame = loaded.frames[index]
-    resp = build_response(report, quality, loaded, index, px, px_source, frames)
+    resp = build_response(report, quality, loaded, index, cal, frames)
     if include_image:
         resp["frame_png"] = png_data_url(frame)
     if overlay:
@@ -102,8 +102,7 @@ def analyze_upload(analyzer, data: bytes, task: str = "auto", pixel_size_mm: flo
     return json_safe(resp), frame
 
 
-def build_response(report: dict, quality: dict, loaded: LoadedImage, index: int, px: float | None,
-                   px_source: str | None, frames: list[dict]) -> dict:
+def build_response(report: dict, quality: dict, loaded: LoadedImage, index: int, cal, frames: list[dict]) -> dict:
     """The public response: the analyzer report plus image facts, quality, overlay primitives, model."""
     result = report.get("result") or {}
     h, w = loaded.frames[index].shape[:2]
@@ -118,10 +117,10 @@ def build_response(report: dict, quality: dict, loaded: LoadedImage, index: int,
         "units": {k: u for k in (report.get("measurements") or {}) for suf, u in MEASUREMENT_UNITS if k.endswith(suf)},
         "confidence": result.get("confidence"),
         "detections": detections(report),
-        "overlay": overlay_primitives(report),
+        "overlay": overlay_primitives(report, cal),
         "image_quality": quality,
         "image": {"width": w, "height": h, "format": loaded.format, "frames": len(loaded.frames),
-                  "frame_index": index, "pixel_size_mm": px, "pixel_size_source": px_source},
+                  "frame_index": index, **cal.as_dict()},
         "model": {"name": first.get("task") or first.get("name"), "version": first.get("version", __version__),
                   "weights": first.get("weights"), "backend": first.get("backend")},
         "models": models,
@@ -144,16 +143,18 @@ def detections(report: dict) -> list[dict]:
     return []
 
 
-def overlay_primitives(report: dict) -> dict:
+def overlay_primitives(report: dict, cal=None) -> dict:
     """What the page draws, in image px: ``ellipse`` (cx, cy, a, b, angle_deg), ``calipers`` (pairs of
-    points), ``boxes`` (the detections). Keeps the API JSON-only: the page renders it on a canvas."""
+    points), ``boxes`` (the detections), ``ruler_ticks`` ([x, y] of the depth-ruler ticks the pixel size
+    came from, empty unless calibrated from the ruler). Keeps the API JSON-only: the page renders it."""
     result = report.get("result") or {}
     calipers = []
     for c in result.get("calipers") or report.get("calipers") or []:
         pts = _caliper_points(c)
         if pts:
             calipers.append(pts)
-    return {"ellipse": result.get("ellipse"), "calipers": calipers,
+    ticks = (cal.ruler or {}).get("ticks", []) if cal is not None and cal.source == "ruler" else []
+    return {"ellipse": result.get("ellipse"), "calipers": calipers, "ruler_ticks": ticks,
             "boxes": [{"name": d.get("name"), "confidence": d.get("confidence"), "box_xyxy": d["box_xyxy"]}
                       for d in detections(report)]}
 
@@ -184,6 +185,10 @@ def draw_overlay(frame: np.ndarray, resp: dict) -> np.ndarray:
         cv2.line(out, (round(x1), round(y1)), (round(x2), round(y2)), YELLOW, 1, cv2.LINE_AA)
         for x, y in ((x1, y1), (x2, y2)):
             cv2.drawMarker(out, (round(x), round(y)), YELLOW, cv2.MARKER_CROSS, 8, 1)
+    if ov.get("ruler_ticks"):
+        from fetal_detect.measure.ruler import draw_ruler
+
+        out = draw_ruler(out, resp["image"].get("ruler") or {"ticks": ov["ruler_ticks"]})
     return out
 
 

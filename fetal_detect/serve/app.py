@@ -46,7 +46,7 @@ ANALYZE_FORM = {  # documented by hand: the endpoint parses the form itself to e
             "file": {"type": "string", "format": "binary",
                      "description": "PNG, JPEG, BMP, TIFF or DICOM (still or multi-frame cine); sniffed, not trusted"},
             "task": {"type": "string", "enum": ["auto", "hc", "nt", "cns"], "default": "auto"},
-            "pixel_size_mm": {"type": "number", "description": "mm per pixel; overrides the DICOM calibration"},
+            "pixel_size_mm": {"type": "number", "description": "mm per pixel; wins over the DICOM calibration and the on-screen ruler"},
             "include_image": {"type": "boolean", "default": False,
                               "description": "add the analysed frame as a PNG data URL (frame_png)"},
             "overlay": {"type": "boolean", "default": False,

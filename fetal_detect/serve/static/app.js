@@ -3,7 +3,8 @@
 "use strict";
 
 const $ = (id) => document.getElementById(id);
-const COLORS = { ellipse: "#50dc50", axis: "#ffdc00", caliper: "#ffdc00", box: "#00dcff" };
+const COLORS = { ellipse: "#50dc50", axis: "#ffdc00", caliper: "#ffdc00", box: "#00dcff", ruler: "#ff9f1a" };
+const SOURCES = { user: "given", dicom: "from DICOM", ruler: "calibrated from the on-screen ruler" };
 const UNITS = [["_mm", "mm"], ["_px", "px"], ["_weeks", "weeks"], ["_deg", "°"]];
 const LABELS = { hc: "HC", bpd: "BPD", ofd: "OFD", ga: "GA", nt: "NT", crl: "CRL", hc_uncalibrated: "HC (uncalibrated)" };
 const ON_IMAGE = ["hc", "bpd", "ofd", "nt", "crl", "ga"]; // written on the image; the table lists everything
@@ -103,6 +104,12 @@ function drawOverlay(ctx, report) {
       line(ctx, x, y - 4 * lw, x, y + 4 * lw);
     }
   }
+  ctx.strokeStyle = COLORS.ruler;
+  for (const [x, y] of ov.ruler_ticks || []) { // the depth-ruler ticks the pixel size came from
+    ctx.beginPath();
+    ctx.arc(x, y, 3 * lw, 0, 2 * Math.PI);
+    ctx.stroke();
+  }
   ctx.font = `${Math.round(6 * lw + 6)}px sans-serif`;
   for (const b of ov.boxes || []) {
     const [x1, y1, x2, y2] = b.box_xyxy;
@@ -172,7 +179,8 @@ function fillFacts(report) {
     ["confidence", fmt(report.confidence)],
     ["image quality", fmt(q.score)],
     ["image", `${im.width} × ${im.height} px, ${im.format}` + (im.frames > 1 ? `, frame ${im.frame_index + 1} of ${im.frames}` : "")],
-    ["pixel size", im.pixel_size_mm ? `${fmt(im.pixel_size_mm, 4)} mm (${im.pixel_size_source})` : "none: lengths in px"],
+    ["pixel size", im.pixel_size_mm ? `${fmt(im.pixel_size_mm, 4)} mm (${SOURCES[im.pixel_size_source] ?? im.pixel_size_source})`
+                                    : "none: lengths in px"],
     ["detections", String((report.detections || []).length)],
     ["model", `${report.model?.name ?? "–"} ${report.model?.weights ?? ""} (${report.model?.backend ?? ""})`],
     ["version", report.version],

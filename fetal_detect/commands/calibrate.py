@@ -1,0 +1,55 @@
+"""``calibrate IMAGE [IMAGE ...]``: pixel size (mm/px) from each image's on-screen depth ruler, one JSON line each."""
+import json
+import sys
+from pathlib import Path
+
+from fetal_detect.errors import FetalDetectError
+
+
+def register(sub):
+    p = sub.add_parser("calibrate", help="pixel size (mm/px) from the scanner's on-screen depth ruler",
+                       description="Find the depth ruler (a column of regularly spaced ticks along the left or "
+                                   "right edge), fit the tick spacing over all ticks and print one JSON object per "
+                                   "image: pixel_size_mm (null when refused), reason, spacing_px, ticks [[x, y]], "
+                                   "confidence, pattern. Refuses rather than guesses (too few ticks, irregular "
+                                   "gaps, ambiguous pattern). Exit status 2 when a file cannot be read.")
+    p.add_argument("images", nargs="+", metavar="IMAGE", help="PNG/JPEG/BMP/TIFF or DICOM files")
+    p.add_argument("--interval-mm", dest="interval_mm", metavar="MM",
+                   help="mm between neighbouring ticks (default: 5 mm, read from the tick pattern; a pattern "
+                        "that fits both 5 mm and 1 cm ticks is refused unless this is given)")
+    p.add_argument("--overlay", metavar="DIR", help="write IMAGE-ruler.png with the ticks used into DIR")
+    p.set_defaults(func=run)
+
+
+def calibrate_file(path: str, interval_mm: float | None = None, overlay_dir: str | None = None) -> dict:
+    """One image -> the JSON object ``calibrate`` prints (raises FetalDetectError for unreadable files)."""
+    from fetal_detect.io import load_image
+    from fetal_detect.measure.ruler import draw_ruler, read_ruler
+
+    loaded = load_image(path)
+    ruler = read_ruler(loaded.image, interval_mm=interval_mm)
+    out = {"image": str(path), **ruler.as_dict()}
+    if loaded.pixel_size_mm is not None:
+        out["dicom_pixel_size_mm"] = loaded.pixel_size_mm
+    if overlay_dir:
+        from fetal_detect.report import write_image
+
+        dest = Path(overlay_dir) / f"{Path(path).stem}-ruler.png"
+        out["overlay"] = str(write_image(dest, draw_ruler(loaded.image, ruler)))
+    return out
+
+
+def run(args) -> int:
+    from fetal_detect.io import parse_pixel_size_mm
+
+    interval = parse_pixel_size_mm(args.interval_mm, "--interval-mm")
+    status = 0
+    for path in args.images:
+        try:
+            out = calibrate_file(path, interval, args.overlay)
+        except FetalDetectError as e:
+            print(f"fetal-detect: error: {e}", file=sys.stderr)
+            out, status = {"image": str(path), "pixel_size_mm": None, "source": None, "error": str(e)}, 2
+        sys.stdout.write(json.dumps(out) + "\n")
+        sys.stdout.flush()
+    return status

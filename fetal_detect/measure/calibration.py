@@ -1,0 +1,72 @@
+"""The one pixel-size precedence: a size given by the user wins, then the DICOM calibration, then the
+scanner's on-screen depth ruler (:mod:`fetal_detect.measure.ruler`), else none (lengths in px).
+
+Every entry point (``measure``, ``analyze``, ``batch``, the API and the page) calls
+:func:`resolve_pixel_size` (or :func:`calibrate`, for a loaded file) and reports ``pixel_size_source``
+as one of ``user``, ``dicom``, ``ruler`` or null, with ``pixel_size_detail`` saying which flag, tag or
+ruler fit it was.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from fetal_detect.errors import FetalDetectError
+
+SOURCES = ("user", "dicom", "ruler")
+RULER_NOTE = "calibrated from the on-screen ruler"
+
+
+@dataclass
+class Calibration:
+    """Pixel size in mm (None: uncalibrated, lengths in px), its source and a one-line detail."""
+
+    pixel_size_mm: float | None
+    source: str | None  # one of SOURCES, or None
+    detail: str
+    ruler: dict | None = None  # the ruler read (ticks, spacing, confidence) when it was tried
+
+    def as_dict(self) -> dict:
+        """``pixel_size_mm``, ``pixel_size_source``, ``pixel_size_detail`` and, when read, ``ruler``."""
+        out = {"pixel_size_mm": self.pixel_size_mm, "pixel_size_source": self.source,
+               "pixel_size_detail": self.detail}
+        if self.ruler is not None:
+            out["ruler"] = self.ruler
+        return out
+
+
+def _checked(value: float, what: str) -> float:
+    v = float(value)
+    if not (v > 0 and math.isfinite(v)):
+        raise FetalDetectError(f"{what} must be > 0 mm, got {value}")
+    return v
+
+
+def resolve_pixel_size(user_mm: float | None = None, dicom_mm: float | None = None,
+                       image: np.ndarray | None = None, *, user_detail: str = "given by the user",
+                       dicom_detail: str = "DICOM calibration", use_ruler: bool = True,
+                       interval_mm: float | None = None) -> Calibration:
+    """User > DICOM > ruler (read from ``image`` when given and ``use_ruler``) > None."""
+    if user_mm is not None:
+        return Calibration(_checked(user_mm, "pixel size"), "user", user_detail)
+    if dicom_mm is not None:
+        return Calibration(_checked(dicom_mm, "DICOM pixel size"), "dicom", dicom_detail)
+    if image is None or not use_ruler:
+        return Calibration(None, None, "no pixel size given and no DICOM calibration: lengths in px")
+    from fetal_detect.measure.ruler import read_ruler
+
+    r = read_ruler(image, interval_mm=interval_mm)
+    if r.pixel_size_mm is None:
+        return Calibration(None, None, f"no usable on-screen ruler ({r.reason}): lengths in px", r.as_dict())
+    return Calibration(r.pixel_size_mm, "ruler", f"{RULER_NOTE}: {r.reason}", r.as_dict())
+
+
+def calibrate(loaded, user_mm: float | None = None, *, user_detail: str = "given by the user",
+              use_ruler: bool = True, interval_mm: float | None = None, frame: np.ndarray | None = None) -> Calibration:
+    """:func:`resolve_pixel_size` for a :class:`fetal_detect.io.LoadedImage` (its DICOM calibration and
+    its first frame, or ``frame``)."""
+    return resolve_pixel_size(user_mm, loaded.pixel_size_mm, loaded.image if frame is None else frame,
+                              user_detail=user_detail, dicom_detail=f"DICOM {loaded.pixel_size_source}",
+                              use_ruler=use_ruler, interval_mm=interval_mm)

@@ -1,0 +1,132 @@
+"""Depth-ruler calibration on phantoms with drawn rulers of known spacing, refusals, the one pixel-size
+precedence and the ``calibrate`` command."""
+import json
+
+import cv2
+import numpy as np
+import pytest
+
+from fetal_detect.cli import main
+from fetal_detect.data.phantom import make_blank, make_hc, make_nt
+from fetal_detect.measure.calibration import resolve_pixel_size
+from fetal_detect.measure.ruler import draw_ruler, read_ruler
+
+
+def with_ruler(image, spacing, side="left", n=12, y0=20.0, x=18, lengths=(4,), drop=(), jitter=None, seed=0,
+               value=230, noise=0.0):
+    """Draw ``n`` ticks ``spacing`` px apart (sub-pixel: anti-aliased over two rows) at column ``x`` from the
+    ``side`` edge; ``lengths`` cycles over the ticks (major/minor patterns); ``drop`` ticks are occluded."""
+    img = image.astype(np.float32).copy()
+    h, w = img.shape
+    rng = np.random.default_rng(seed)
+    for i in range(n):
+        if i in drop:
+            continue
+        y = y0 + i * spacing + (jitter[i] if jitter is not None else 0.0)
+        if y >= h - 2:
+            break
+        length = lengths[i % len(lengths)]
+        x1 = x if side == "left" else w - x - length
+        r0, f = int(np.floor(y)), y - np.floor(y)
+        img[r0, x1:x1 + length] = np.maximum(img[r0, x1:x1 + length], value * (1 - f))
+        img[r0 + 1, x1:x1 + length] = np.maximum(img[r0 + 1, x1:x1 + length], value * f)
+    if noise:
+        img += rng.normal(0, noise, img.shape)
+    return np.clip(img, 0, 255).astype(np.uint8)
+
+
+def dark(h=480, w=640, seed=0):
+    """A screenshot-like frame: the phantom scan in the middle, black margins where rulers live."""
+    img = np.zeros((h, w), np.uint8)
+    scan = make_hc(seed, size=(w - 160, h)).image
+    img[:, 80:w - 80] = scan
+    return img
+
+
+@pytest.mark.parametrize("spacing, side", [(21.37, "left"), (33.9, "right"), (48.25, "left"), (71.6, "right")])
+def test_spacing_is_recovered_to_sub_pixel_on_either_side(spacing, side):
+    n = int((480 - 30) // spacing)
+    r = read_ruler(with_ruler(dark(), spacing, side=side, n=n))
+    assert r.pixel_size_mm is not None, r.reason
+    assert r.source == "ruler" and r.side == side and len(r.ticks) == n
+    assert r.spacing_px == pytest.approx(spacing, rel=0.003)
+    assert r.pixel_size_mm == pytest.approx(5.0 / spacing, rel=0.003)
+    assert 0 < r.confidence <= 1
+
+
+def test_noise_and_partial_occlusion_still_give_the_spacing():
+    img = with_ruler(dark(seed=3), 29.4, n=15, drop=(4, 9), noise=6.0, seed=3)
+    r = read_ruler(img)
+    assert r.pixel_size_mm is not None, r.reason
+    assert r.spacing_px == pytest.approx(29.4, rel=0.005) and len(r.ticks) == 13
+
+
+def test_major_minor_alternation_is_5_mm_ticks():
+    r = read_ruler(with_ruler(dark(), 30.0, n=15, lengths=(6, 3)))
+    assert r.pixel_size_mm == pytest.approx(5 / 30.0, rel=0.005) and "alternating" in r.pattern
+
+
+def test_faint_minor_ticks_half_way_are_found():
+    img = with_ruler(dark(), 60.0, n=8, lengths=(6,), value=240)
+    img = with_ruler(img, 60.0, n=7, y0=50.0, lengths=(2,), value=90)
+    r = read_ruler(img)
+    assert r.spacing_px == pytest.approx(30.0, rel=0.005), r.reason
+
+
+def test_long_tick_every_five_is_ambiguous_unless_the_interval_is_given():
+    img = with_ruler(dark(), 40.0, n=11, lengths=(10, 3, 3, 3, 3))
+    r = read_ruler(img)
+    assert r.pixel_size_mm is None and "5 mm and 1 cm" in r.reason
+    r = read_ruler(img, interval_mm=10)
+    assert r.pixel_size_mm == pytest.approx(10 / 40.0, rel=0.005) and r.interval_from == "user"
+
+
+def test_too_few_ticks_are_refused():
+    r = read_ruler(with_ruler(dark(), 50.0, n=4))
+    assert r.pixel_size_mm is None and r.source is None
+
+
+def test_irregular_gaps_are_refused():
+    jitter = np.array([0, 9, -8, 10, -9, 8, -10, 9, -8, 10, 0, 0], float)
+    r = read_ruler(with_ruler(dark(), 35.0, n=12, jitter=jitter))
+    assert r.pixel_size_mm is None
+
+
+@pytest.mark.parametrize("image", [make_hc(1).image, make_nt(2).image, make_blank(3).image, dark(seed=5)])
+def test_images_without_a_ruler_are_refused(image):
+    r = read_ruler(image)
+    assert r.pixel_size_mm is None and r.reason
+
+
+def test_overlay_marks_the_ticks():
+    img = with_ruler(dark(), 30.0, n=14)
+    out = draw_ruler(img, read_ruler(img))
+    assert out.shape == (*img.shape, 3) and (out[..., 2].astype(int) - out[..., 0]).max() > 100
+
+
+def test_precedence_user_then_dicom_then_ruler_then_none():
+    img = with_ruler(dark(), 25.0, n=17)
+    assert resolve_pixel_size(0.3, 0.2, img).source == "user"
+    assert resolve_pixel_size(None, 0.2, img).source == "dicom"
+    cal = resolve_pixel_size(None, None, img)
+    assert cal.source == "ruler" and cal.pixel_size_mm == pytest.approx(0.2, rel=0.005)
+    assert cal.as_dict()["ruler"]["ticks"] and "on-screen ruler" in cal.detail
+    none = resolve_pixel_size(None, None, dark())
+    assert none.pixel_size_mm is None and none.source is None and none.as_dict()["pixel_size_source"] is None
+
+
+def test_calibrate_command_prints_one_json_line_per_image(tmp_path, capsys):
+    good = tmp_path / "ruler.png"
+    cv2.imwrite(str(good), with_ruler(dark(), 32.5, n=13, side="right"))
+    cv2.imwrite(str(tmp_path / "plain.png"), dark())
+    (tmp_path / "bad.png").write_bytes(b"not an image")
+    rc = main(["calibrate", str(good), str(tmp_path / "plain.png"), str(tmp_path / "bad.png"),
+               "--overlay", str(tmp_path / "ov")])
+    out = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert rc == 2 and len(out) == 3
+    assert out[0]["pixel_size_mm"] == pytest.approx(5 / 32.5, rel=0.005) and out[0]["source"] == "ruler"
+    assert (tmp_path / "ov" / "ruler-ruler.png").exists()
+    assert out[1]["pixel_size_mm"] is None and out[1]["reason"]
+    assert "error" in out[2] and out[2]["pixel_size_mm"] is None
+    assert main(["calibrate", str(good), "--interval-mm", "10"]) == 0
+    assert json.loads(capsys.readouterr().out)["pixel_size_mm"] == pytest.approx(10 / 32.5, rel=0.005)
