@@ -39,10 +39,21 @@ def calibrate_file(path: str, interval_mm: float | None = None, overlay_dir: str
     return out
 
 
-def run(args) -> int:
-    from fetal_detect.io import parse_pixel_size_mm
+def parse_interval_mm(text: str | None) -> float | None:
+    """``--interval-mm`` -> mm between ticks (0.5-50), None when not given."""
+    if text is None:
+        return None
+    try:
+        v = float(text)
+    except ValueError:
+        raise FetalDetectError(f"--interval-mm must be a number of mm, got '{str(text)[:40]}'") from None
+    if not 0.5 <= v <= 50:
+        raise FetalDetectError(f"--interval-mm must be between 0.5 and 50 mm, got {str(text)[:40]}")
+    return v
 
-    interval = parse_pixel_size_mm(args.interval_mm, "--interval-mm")
+
+def run(args) -> int:
+    interval = parse_interval_mm(args.interval_mm)
     status = 0
     for path in args.images:
         try:

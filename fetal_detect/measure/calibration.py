@@ -8,12 +8,9 @@ ruler fit it was.
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import numpy as np
-
-from fetal_detect.errors import FetalDetectError
 
 SOURCES = ("user", "dicom", "ruler")
 RULER_NOTE = "calibrated from the on-screen ruler"
@@ -38,10 +35,9 @@ class Calibration:
 
 
 def _checked(value: float, what: str) -> float:
-    v = float(value)
-    if not (v > 0 and math.isfinite(v)):
-        raise FetalDetectError(f"{what} must be > 0 mm, got {value}")
-    return v
+    from fetal_detect.io import check_pixel_size_mm  # the one range check (0.01-2 mm/px)
+
+    return check_pixel_size_mm(float(value), what)
 
 
 def resolve_pixel_size(user_mm: float | None = None, dicom_mm: float | None = None,
