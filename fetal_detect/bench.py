@@ -29,7 +29,7 @@ from fetal_detect.runtime import resolve_weights
 from fetal_detect.tasks import Task, get_task
 
 log = logging.getLogger(__name__)
-FORMATS = ("torch", "onnx", "onnx-int8", "openvino", "torchscript", "engine")
+FORMATS = ("torch", "onnx", "onnx-int8", "openvino", "openvino-int8", "torchscript", "engine")
 
 
 def machine_info(threads: int) -> dict:
@@ -134,9 +134,10 @@ def _model_for(t: Task, fmt: str, src: Path, out: Path, calib_n: int, data: str 
         from fetal_detect.runtime import TorchPredictor
 
         return TorchPredictor(t, src)
-    base, int8 = ("onnx", True) if fmt == "onnx-int8" else (fmt, False)
-    if base == "openvino" and importlib.util.find_spec("openvino") is None:
-        raise FetalDetectError("openvino is not installed (optional extra: pip install 'fetal-detect[openvino]')")
+    base, int8 = fmt.removesuffix("-int8"), fmt.endswith("-int8")
+    missing = [m for m in ("openvino", "nncf")[:1 + int8] if base == "openvino" and importlib.util.find_spec(m) is None]
+    if missing:
+        raise FetalDetectError(f"{' and '.join(missing)} not installed (optional extra: pip install 'fetal-detect[openvino]')")
     return exported_predictor(t, ensure_export(t, base, src, out, int8=int8, calib_n=calib_n, data=data))
 
 

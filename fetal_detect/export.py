@@ -118,16 +118,22 @@ def export(task: str | Task, fmt: str = "onnx", weights: str | Path | None = Non
     stem = t.name if precision == "fp32" else f"{t.name}-{precision}"
     t0 = time.perf_counter()
 
-    work = out_dir / f"{stem}{'.fp32' if fmt == 'onnx' and int8 else ''}.pt"  # Ultralytics exports beside its input
+    fp32_work = (fmt == "onnx" and int8) or fmt == "openvino"  # an intermediate FP32 ONNX, never the user's
+    work = out_dir / f"{stem}{'.fp32' if fp32_work else ''}.pt"  # Ultralytics exports beside its input
     if src.resolve() != work.resolve():
         shutil.copyfile(src, work)
     quant = None
-    if fmt == "onnx" and int8:
-        path = out_dir / f"{stem}.onnx"
-        fp32 = _reusable_fp32(out_dir / f"{t.name}.onnx", src, imgsz, dynamic)
-        made = fp32 is None
+    if fmt == "openvino":  # from our own dynamic FP32 ONNX: the runtime feeds the letterboxed rectangle
+        from fetal_detect.export_openvino import ir_path, to_openvino
+
+        path = ir_path(out_dir, stem)
+        fp32, made = _fp32_onnx(out_dir, t, src, work, imgsz, prepared, simplify, dynamic)
+        quant = to_openvino(fp32, path, prepared, t, imgsz, int8=int8, n=calib_n, exclude=exclude, meta=src_meta)
         if made:
-            fp32 = _ultralytics_export(work, t, "onnx", imgsz, prepared, dynamic=dynamic, simplify=simplify)
+            fp32.unlink(missing_ok=True)
+    elif fmt == "onnx" and int8:
+        path = out_dir / f"{stem}.onnx"
+        fp32, made = _fp32_onnx(out_dir, t, src, work, imgsz, prepared, simplify, dynamic)
         quant = quantize_onnx(fp32, path, prepared, t, imgsz, n=calib_n, exclude=exclude)
         if made:
             fp32.unlink(missing_ok=True)
@@ -139,7 +145,8 @@ def export(task: str | Task, fmt: str = "onnx", weights: str | Path | None = Non
                      "split": "train"}
     work.unlink(missing_ok=True)
 
-    meta = sidecar(t, src, src_meta, fmt, precision, imgsz, path, prepared, dynamic and fmt == "onnx", quant)
+    meta = sidecar(t, src, src_meta, fmt, precision, imgsz, path, prepared, dynamic and fmt in ("onnx", "openvino"),
+                   quant)
     meta["export_s"] = round(time.perf_counter() - t0, 1)
     sidecar_path = _sidecar_path(path)
     sidecar_path.write_text(json.dumps(meta, indent=2, default=str) + "\n")
@@ -163,6 +170,15 @@ def _reusable_fp32(path: Path, src: Path, imgsz: int, dynamic: bool) -> Path | N
     return path if ok else None
 
 
+def _fp32_onnx(out_dir: Path, t: Task, src: Path, work: Path, imgsz: int, prepared, simplify: bool,
+               dynamic: bool = True) -> tuple[Path, bool]:
+    """The FP32 ONNX to quantise or convert from: a reusable one in ``out_dir``, else a new export (made=True)."""
+    fp32 = _reusable_fp32(out_dir / f"{t.name}.onnx", src, imgsz, dynamic)
+    if fp32 is not None:
+        return fp32, False
+    return _ultralytics_export(work, t, "onnx", imgsz, prepared, dynamic=dynamic, simplify=simplify), True
+
+
 def ensure_export(task: str | Task, fmt: str, weights: str | Path, out: str | Path, int8: bool = False,
                   **kw) -> Path:
     """The export of ``weights`` in ``out``, made only if absent or made from other weights (sha256)."""
@@ -170,12 +186,22 @@ def ensure_export(task: str | Task, fmt: str, weights: str | Path, out: str | Pa
 
     t = get_task(task) if isinstance(task, str) else task
     check_request(t, fmt, int8, False)
-    path = Path(out) / f"{t.name}{'-int8' if int8 else ''}{SUFFIX[fmt]}"
+    path = export_path(t, fmt, int8, out)
     meta = read_sidecar(path) if path.is_file() else {}
     same_quant = not int8 or (meta.get("quantization") or {}).get("excluded") == kw.get("exclude", DEFAULT_EXCLUDE)
     if path.exists() and meta.get("source_sha256") == file_sha256(Path(weights)) and same_quant:
         return path
     return Path(export(t, fmt, weights=weights, int8=int8, out=out, **kw)["path"])
+
+
+def export_path(t: Task, fmt: str, int8: bool, out: str | Path) -> Path:
+    """Where ``export`` writes the model (the ``.xml`` inside the folder for OpenVINO)."""
+    stem = f"{t.name}{'-int8' if int8 else ''}"
+    if fmt == "openvino":
+        from fetal_detect.export_openvino import ir_path
+
+        return ir_path(Path(out), stem)
+    return Path(out) / f"{stem}{SUFFIX[fmt]}"
 
 
 def _sidecar_path(path: Path) -> Path:
@@ -231,7 +257,7 @@ def sidecar(t: Task, src: Path, src_meta: dict, fmt: str, precision: str, imgsz:
 def _versions() -> dict:
     from fetal_detect.settings import package_versions
 
-    return package_versions("ultralytics", "torch", "onnx", "onnxruntime")
+    return package_versions("ultralytics", "torch", "onnx", "onnxruntime", "openvino", "nncf")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -349,6 +375,10 @@ def exported_predictor(t: Task, path: Path, conf: float = 0.25):
         from fetal_detect.runtime_onnx import OnnxPredictor
 
         return OnnxPredictor(t, path, conf=conf)
+    if Path(path).suffix == ".xml":
+        from fetal_detect.runtime_openvino import OpenVinoPredictor
+
+        return OpenVinoPredictor(t, path, conf=conf)
     return TorchPredictor(t, path, conf=conf)
 
 

@@ -175,6 +175,10 @@ def load_predictor(task: str | Task, weights: str | Path | None = None, conf: fl
         from fetal_detect.runtime_onnx import OnnxPredictor
 
         return OnnxPredictor(t, w, conf=conf)
+    if w.suffix == ".xml" or w.is_dir():
+        from fetal_detect.runtime_openvino import OpenVinoPredictor
+
+        return OpenVinoPredictor(t, w, conf=conf)
     if w.suffix != ".pt":
-        raise FetalDetectError(f"{w}: unsupported model format '{w.suffix}' (use .pt or .onnx)")
+        raise FetalDetectError(f"{w}: unsupported model format '{w.suffix}' (use .pt, .onnx or an OpenVINO .xml)")
     return TorchPredictor(t, w, conf=conf)

@@ -7,7 +7,7 @@ from fetal_detect.cli import main
 
 def test_bench_reports_every_format(tiny_hc_model, tmp_path, capsys):
     out = tmp_path / "bench.json"
-    rc = main(["bench", "--task", "hc-seg", "--formats", "torch,onnx,onnx-int8,openvino", "--n", "5",
+    rc = main(["bench", "--task", "hc-seg", "--formats", "torch,onnx,onnx-int8,openvino,openvino-int8", "--n", "5",
                "--batch", "2", "--weights", str(tiny_hc_model), "--data", "phantom-hc", "--calib-n", "4",
                "--threads", "1", "--json", str(out)])
     assert rc == 0, capsys.readouterr().err
@@ -21,3 +21,7 @@ def test_bench_reports_every_format(tiny_hc_model, tmp_path, capsys):
     assert res["results"]["onnx"]["backend"] == "onnx" and res["results"]["torch"]["backend"] == "torch"
     if importlib.util.find_spec("openvino") is None:
         assert "openvino" in res["results"]["openvino"]["skipped"]
+    else:  # the advertised OpenVINO path runs (FP32 and NNCF INT8) on the letterboxed rectangle
+        for fmt in ("openvino", "openvino-int8") if importlib.util.find_spec("nncf") else ("openvino",):
+            r = res["results"][fmt]
+            assert "skipped" not in r and r["backend"] == "openvino" and r["pipeline"]["p50_ms"] > 0

@@ -32,12 +32,15 @@ def test_engine_refused_before_any_work(monkeypatch, capsys, tmp_path):
     assert not out.exists()
 
 
-@pytest.mark.skipif(importlib.util.find_spec("openvino") is not None, reason="openvino is installed")
-def test_openvino_refused_with_install_hint(monkeypatch, capsys, tmp_path):
+@pytest.mark.parametrize("missing", ["openvino", "nncf"])
+def test_openvino_refused_with_install_hint(monkeypatch, capsys, tmp_path, missing):
+    import fetal_detect.export as ex
+
+    monkeypatch.setattr(ex, "_has", lambda m: m != missing and importlib.util.find_spec(m) is not None)
     _forbid_work(monkeypatch)
-    rc = main(["export", "--task", "hc-seg", "--format", "openvino", "--weights", str(tmp_path / "absent.pt")])
+    rc = main(["export", "--task", "hc-seg", "--format", "openvino", "--int8", "--weights", str(tmp_path / "absent.pt")])
     err = capsys.readouterr().err
-    assert rc == 2 and "openvino" in err and "pip install" in err
+    assert rc == 2 and missing in err and "pip install" in err and len(err.strip().splitlines()) == 1
 
 
 def test_int8_with_half_refused():
