@@ -14,6 +14,7 @@ from fetal_detect.data.phantom import make_blank, make_hc
 from fetal_detect.serve.app import STATIC_DIR, create_app
 from fetal_detect.serve.testing import OracleAnalyzer
 
+LOCAL = "http://127.0.0.1"  # the Host the service accepts by default (TrustedHost)
 PATIENT = {"PatientName": "Doe^Jane", "PatientID": "PID-90210", "PatientBirthDate": "19870402",
            "InstitutionName": "St Nowhere Hospital"}
 
@@ -75,7 +76,7 @@ def oracle_client(head):
     soft = cv2.GaussianBlur(head.image, (9, 9), 3) // 2  # the same head, blurred and darker: a worse frame
     pairs = [(head.image, head.mask), (soft, head.mask)]
     app = create_app(workers=1, queue=2, max_frames=4, analyzer_factory=lambda: OracleAnalyzer(pairs))
-    with TestClient(app) as client:
+    with TestClient(app, base_url=LOCAL) as client:
         wait_ready(client)
         client.soft = soft
         yield client
@@ -176,7 +177,7 @@ def test_upload_over_the_size_limit_is_413_even_when_chunked(head):
     app = create_app(max_upload_mb=0.05, analyzer_factory=lambda: OracleAnalyzer([]))
     noise = np.random.default_rng(0).integers(0, 255, (500, 500), np.uint8)
     big, over = png(noise), png(noise[:300, :300])  # ~250 kB: refused from Content-Length; ~90 kB: while read
-    with TestClient(app) as client:
+    with TestClient(app, base_url=LOCAL) as client:
         assert post(client, big).status_code == 413 and post(client, over).status_code == 413
         chunked = client.post("/api/v1/analyze", content=iter([b"--x\r\n", big]),
                               headers={"Content-Type": "multipart/form-data; boundary=x"})
@@ -185,7 +186,7 @@ def test_upload_over_the_size_limit_is_413_even_when_chunked(head):
 
 def test_too_many_pixels_is_413(head):
     app = create_app(max_pixels=10_000, analyzer_factory=lambda: OracleAnalyzer([]))
-    with TestClient(app) as client:
+    with TestClient(app, base_url=LOCAL) as client:
         wait_ready(client)
         r = post(client, png(head.image))
         cine = post(client, dicom([np.zeros((50, 50), np.uint8)] * 20))  # 2,500 px a frame, 50,000 in all
@@ -195,7 +196,7 @@ def test_too_many_pixels_is_413(head):
 
 def test_api_key_required_on_api_when_set(head):
     app = create_app(api_key="s3cret", analyzer_factory=lambda: OracleAnalyzer([]))
-    with TestClient(app) as client:
+    with TestClient(app, base_url=LOCAL) as client:
         wait_ready(client)
         assert client.get("/health").status_code == 200
         assert post(client, png(head.image)).status_code == 401
@@ -215,7 +216,7 @@ def test_full_worker_pool_answers_503_with_retry_after(head):
             return super().analyze(*args, **kwargs)
 
     app = create_app(workers=1, queue=0, analyzer_factory=lambda: Slow([(head.image, head.mask)]))
-    with TestClient(app) as client:
+    with TestClient(app, base_url=LOCAL) as client:
         wait_ready(client)
         gate.clear()  # now hold the only worker
         first = {}
@@ -232,7 +233,7 @@ def test_full_worker_pool_answers_503_with_retry_after(head):
 
 def test_uploads_are_kept_only_with_save_dir(head, tmp_path):
     app = create_app(save_dir=tmp_path / "kept", analyzer_factory=lambda: OracleAnalyzer([(head.image, head.mask)]))
-    with TestClient(app) as client:
+    with TestClient(app, base_url=LOCAL) as client:
         wait_ready(client)
         rep = post(client, dicom([head.image], 0.2)).json()
     files = sorted(p.name for p in (tmp_path / "kept").iterdir())
@@ -253,7 +254,7 @@ def test_docs_and_page_are_offline(oracle_client):
 
 def test_tiny_model_answers_cleanly(tiny_hc_model, head):
     app = create_app({"hc-seg": str(tiny_hc_model)}, workers=1, queue=2)
-    with TestClient(app) as client:
+    with TestClient(app, base_url=LOCAL) as client:
         ready = wait_ready(client)
         r = post(client, png(head.image), pixel_size_mm="0.2")
     assert ready["models"]["hc"]["weights"] == tiny_hc_model.name

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import math
+import re
 import time
 from pathlib import Path
 
@@ -20,6 +21,8 @@ from fetal_detect.errors import FetalDetectError
 from fetal_detect.io import LoadedImage, load_image
 
 MEASUREMENT_UNITS = (("_mm", "mm"), ("_px", "px"), ("_weeks", "weeks"), ("_deg", "deg"))
+MAX_INLINE_PNG_BYTES = 8 * 1024 * 1024  # per data URL (frame_png, overlay_png); larger ones are left out
+_ABS_PATH = re.compile(r"(?<![\w.+/-])((?:[A-Za-z]:)?[/\\][^\s'\"/\\:,;]+(?:[/\\][^\s'\"/\\:,;]+)+)")
 
 
 def image_quality(image: np.ndarray) -> dict:
@@ -51,31 +54,36 @@ def parse_pixel_size(text: str | None) -> float | None:
 
 def analyze_upload(analyzer, data: bytes, task: str = "auto", pixel_size_mm: float | None = None,
                    max_bytes: int = 20 * 1024 * 1024, max_pixels: int | None = None, max_frames: int = 300,
-                   include_image: bool = False, overlay: bool = False) -> tuple[dict, np.ndarray]:
+                   include_image: bool = False, overlay: bool = False, ctx=None) -> tuple[dict, np.ndarray]:
     """Analyse one uploaded file (image or DICOM, still or cine) -> (response dict, analysed frame).
 
     ``pixel_size_mm`` (mm per px) overrides the DICOM calibration; without either, lengths are in px.
     ``include_image`` adds the analysed frame as a PNG data URL (``frame_png``; browsers cannot decode
     DICOM), ``overlay`` the server-drawn overlay (``overlay_png``). Raises :class:`FetalDetectError`
     (400/413/415) for bad files; "nothing found" is a normal answer with ``status: "no_finding"``.
+    ``ctx`` (a :class:`~fetal_detect.serve.app.JobContext`) is told the job's cost and checked before each
+    frame (client gone or deadline passed: the analysis stops there).
     """
     t0 = time.perf_counter()
     kw = {"max_pixels": max_pixels} if max_pixels else {}
-    try:
-        loaded = load_image(data, name="upload", max_bytes=max_bytes, **kw)  # never the client's file name
+    check = ctx.check if ctx is not None else None
+    try:  # never the client's file name; the frame count is checked before decoding
+        loaded = load_image(data, name="upload", max_bytes=max_bytes, max_frames=max_frames, check=check, **kw)
     except FetalDetectError:
         raise
     except Exception as e:  # a decoder corner case is still the file's fault: 400, not 500
         raise FetalDetectError(f"upload: cannot decode the file ({type(e).__name__})") from None
-    if len(loaded.frames) > max_frames:
-        raise FetalDetectError(f"upload: cine has {len(loaded.frames)} frames, over the {max_frames} frame limit",
-                               status=413)
+    del data
+    if ctx is not None:
+        ctx.set_cost(sum(f.size for f in loaded.frames))
     from fetal_detect.measure.calibration import calibrate
 
     cal = calibrate(loaded, pixel_size_mm, user_detail="request field pixel_size_mm")
     px = cal.pixel_size_mm
     best, frames = None, []
     for i, frame in enumerate(loaded.frames):
+        if check:
+            check()
         quality = image_quality(frame)
         try:
             report = analyzer.analyze(frame, px, task)
@@ -93,13 +101,54 @@ def analyze_upload(analyzer, data: bytes, task: str = "auto", pixel_size_mm: flo
             best = (key, i, report, quality)
     _, index, report, quality = best
     frame = loaded.frames[index]
-    resp = build_response(report, quality, loaded, index, cal, frames)
+    resp = public_paths(build_response(report, quality, loaded, index, cal, frames))
     if include_image:
-        resp["frame_png"] = png_data_url(frame)
+        _inline(resp, "frame_png", frame)
     if overlay:
-        resp["overlay_png"] = png_data_url(draw_overlay(frame, resp))
+        _inline(resp, "overlay_png", draw_overlay(frame, resp))
     resp["processing_ms"] = round((time.perf_counter() - t0) * 1000, 1)
     return json_safe(resp), frame
+
+
+def _inline(resp: dict, key: str, image: np.ndarray) -> None:
+    """Add ``image`` as a PNG data URL under ``key``, unless it is over :data:`MAX_INLINE_PNG_BYTES`
+    (then ``images_omitted`` lists it: the JSON stays a bounded size)."""
+    url = png_data_url(image, MAX_INLINE_PNG_BYTES)
+    if url is None:
+        resp.setdefault("images_omitted", []).append(key)
+    else:
+        resp[key] = url
+
+
+def public_text(text: str) -> str:
+    """``text`` with every absolute path reduced to its public form (see :func:`public_path`)."""
+    return _ABS_PATH.sub(lambda m: public_path(m.group(1)), text)
+
+
+def public_path(path: str) -> str:
+    """A server path as clients may see it: relative to the weights folder when inside it, else the file name."""
+    from fetal_detect import settings
+
+    p = Path(path)
+    for root in (settings.WEIGHTS_DIR, settings.HOME):
+        try:
+            return str(p.resolve().relative_to(Path(root).resolve()))
+        except (ValueError, OSError):
+            continue
+    return p.name
+
+
+def public_paths(obj):
+    """Every string in a JSON-like structure with absolute server paths reduced (data URLs untouched)."""
+    if isinstance(obj, dict):
+        return {k: public_paths(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [public_paths(v) for v in obj]
+    if isinstance(obj, Path):
+        return public_path(str(obj)) if obj.is_absolute() else str(obj)
+    if isinstance(obj, str) and not obj.startswith("data:"):
+        return public_text(obj)
+    return obj
 
 
 def build_response(report: dict, quality: dict, loaded: LoadedImage, index: int, cal, frames: list[dict]) -> dict:
@@ -192,10 +241,13 @@ def draw_overlay(frame: np.ndarray, resp: dict) -> np.ndarray:
     return out
 
 
-def png_data_url(image: np.ndarray) -> str:
+def png_data_url(image: np.ndarray, max_bytes: int | None = None) -> str | None:
+    """``image`` as a PNG data URL; None when the PNG is over ``max_bytes``."""
     ok, buf = cv2.imencode(".png", image)
     if not ok:
         raise FetalDetectError("cannot encode the frame as PNG", status=500)
+    if max_bytes is not None and buf.nbytes > max_bytes:
+        return None
     return "data:image/png;base64," + base64.b64encode(buf.tobytes()).decode("ascii")
 
 
@@ -235,8 +287,5 @@ def model_info(name: str, model) -> dict:
 
 
 def _public_model(info: dict) -> dict:
-    """Model info without server paths: the weights file name only."""
-    info = dict(info or {})
-    if info.get("weights"):
-        info["weights"] = Path(str(info["weights"])).name
-    return info
+    """Model info without server paths: weights relative to the weights folder (or the file name)."""
+    return public_paths(dict(info or {}))

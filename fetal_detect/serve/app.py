@@ -3,20 +3,22 @@
 ``create_app(...)`` builds the FastAPI app (tests inject the model); ``fetal-detect serve`` runs it under
 uvicorn. Models load once, in the background at start-up, one :class:`~fetal_detect.pipeline.analyze.Analyzer`
 per worker thread (Ultralytics models are not thread-safe). At most ``workers + queue`` analyses are
-admitted at a time; beyond that the answer is 503 with ``Retry-After``. Every error is a JSON body
+admitted at a time, and none while the estimated queued work (frames x pixels at the measured speed)
+passes ``max_wait_s``; beyond that the answer is 503 with an honest ``Retry-After``. Each job has a
+deadline and stops when its client disconnects. Every error is a JSON body
 ``{"status": "error", "error": MESSAGE, "code": HTTP_STATUS}``; user errors are 4xx, never 500.
+Guards (Host, cross-site posts, per-client connections, API key, body size and time) are in
+:mod:`fetal_detect.serve.guard`; the uvicorn server with its connection timeouts in :mod:`.server`.
 """
 from __future__ import annotations
 
 import asyncio
-import hmac
 import logging
 import math
 import os
 import queue as queue_mod
 import threading
 import time
-import uuid
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -24,17 +26,18 @@ from typing import Callable
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import FileResponse, JSONResponse
+from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
 from fetal_detect import __version__
 from fetal_detect.errors import FetalDetectError
-from fetal_detect.io import MAX_PIXELS
+from fetal_detect.io import MAX_FRAMES, MAX_PIXELS
+from fetal_detect.serve.guard import API_KEY_ENV, DEFAULT_ALLOWED_HOSTS, ApiGuard, ServiceGuard, error_response
 
 log = logging.getLogger("fetal_detect.serve")
 STATIC_DIR = Path(__file__).resolve().parent / "static"
-API_KEY_ENV = "FETAL_DETECT_API_KEY"
 PAGE_HEADERS = {  # the pages may load nothing from elsewhere (no CDN), and images only from data:/blob: URLs
     "Content-Security-Policy": "default-src 'self'; img-src 'self' data: blob:; object-src 'none'; "
                                "base-uri 'none'; frame-ancestors 'none'",
@@ -68,19 +71,43 @@ class Busy(FetalDetectError):
         self.retry_after_s = retry_after_s
 
 
-class WorkerPool:
-    """``workers`` threads, each holding its own Analyzer, with at most ``workers + queue`` jobs admitted."""
+class JobContext:
+    """What a running analysis may consult: ``check()`` raises once the client left or the deadline passed;
+    ``set_cost(frames x pixels)`` tells the pool how much work the job is (for admission and Retry-After)."""
 
-    def __init__(self, make_analyzer: Callable[[], object], workers: int = 2, queue: int = 8):
+    def __init__(self, deadline_s: float):
+        self.deadline_s, self.started = deadline_s, None
+        self.cancelled = threading.Event()
+        self.cost_px: int | None = None
+
+    def set_cost(self, cost_px: int) -> None:
+        self.cost_px = int(cost_px)
+
+    def check(self) -> None:
+        if self.cancelled.is_set():
+            raise FetalDetectError("the client disconnected: analysis stopped", status=499)
+        if self.started is not None and time.perf_counter() - self.started > self.deadline_s:
+            raise FetalDetectError(f"the analysis took over the {self.deadline_s:g} s per-request limit; "
+                                   f"send a shorter cine or a single frame", status=413)
+
+
+class WorkerPool:
+    """``workers`` threads, each holding its own Analyzer, with at most ``workers + queue`` jobs admitted
+    and none while the estimated queued work per worker is over ``max_wait_s``."""
+
+    def __init__(self, make_analyzer: Callable[[], object], workers: int = 2, queue: int = 8,
+                 job_deadline_s: float = 60, max_wait_s: float = 60):
         if workers < 1 or queue < 0:
             raise FetalDetectError(f"workers must be >= 1 and queue >= 0, got {workers} and {queue}")
         self.workers, self.capacity = workers, workers + queue
+        self.job_deadline_s, self.max_wait_s = job_deadline_s, max_wait_s
         self._make = make_analyzer
         self._executor = ThreadPoolExecutor(workers, thread_name_prefix="fetal-detect-worker")
         self._slots = threading.BoundedSemaphore(self.capacity)
         self._analyzers: queue_mod.Queue = queue_mod.Queue()
         self._lock = threading.Lock()
-        self.in_flight, self.mean_job_s = 0, 1.0
+        self._jobs: set[JobContext] = set()
+        self.in_flight, self.mean_job_s, self.s_per_px = 0, 1.0, None
         self.ready, self.error, self.models = threading.Event(), None, {}
         self.load_s: float | None = None
 
@@ -106,41 +133,77 @@ class WorkerPool:
             self.error = f"{type(e).__name__}: {e}"
             log.exception("models not loaded")
 
-    def retry_after_s(self) -> int:
-        return int(min(60, max(1, math.ceil(self.mean_job_s * max(self.in_flight, 1) / self.workers))))
+    def _job_s(self, ctx: JobContext) -> float:
+        """Estimated seconds of a job: its cost at the measured speed, else the mean job time."""
+        if ctx.cost_px and self.s_per_px:
+            left = ctx.cost_px * self.s_per_px
+            if ctx.started is not None:
+                left -= time.perf_counter() - ctx.started
+            return max(left, 0.05)
+        return self.mean_job_s
 
-    async def run(self, fn: Callable, *args):
-        """Run ``fn(analyzer, *args)`` on a worker; :class:`Busy` at once when full or not ready."""
+    def queued_work_s(self) -> float:
+        with self._lock:
+            return sum(self._job_s(c) for c in self._jobs)
+
+    def retry_after_s(self) -> int:
+        """Seconds until a worker is likely free: the queued work split over the workers."""
+        return int(min(600, max(1, math.ceil(self.queued_work_s() / self.workers))))
+
+    async def run(self, fn: Callable, *args, ctx: JobContext | None = None):
+        """Run ``fn(analyzer, *args, ctx=ctx)`` on a worker; :class:`Busy` at once when full or not ready.
+
+        Cancelling the awaiting task (client gone) sets ``ctx.cancelled``: a queued job never starts,
+        a running one stops at its next ``ctx.check()``.
+        """
         if not self.ready.is_set():
             raise Busy(f"models are not loaded{': ' + self.error if self.error else ' yet'}", 5)
+        ctx = ctx or JobContext(self.job_deadline_s)
+        wait_s = self.queued_work_s() / self.workers
+        if wait_s > self.max_wait_s:
+            raise Busy(f"busy: about {wait_s:.0f} s of analyses queued, retry later", self.retry_after_s())
         if not self._slots.acquire(blocking=False):
             raise Busy(f"busy: {self.capacity} analyses running or queued, retry later", self.retry_after_s())
         with self._lock:
             self.in_flight += 1
+            self._jobs.add(ctx)
         try:
-            fut = self._executor.submit(self._job, fn, args)
+            fut = self._executor.submit(self._job, fn, args, ctx)
         except BaseException:
-            self._release()
+            self._release(ctx)
             raise
-        fut.add_done_callback(lambda _: self._release())  # released when the work ends, even if the client left
-        return await asyncio.wrap_future(fut)
+        fut.add_done_callback(lambda _: self._release(ctx))  # released when the work ends, even if the client left
+        try:
+            return await asyncio.wrap_future(fut)
+        except asyncio.CancelledError:
+            ctx.cancelled.set()
+            raise
 
-    def _release(self) -> None:
+    def _release(self, ctx: JobContext) -> None:
         with self._lock:
             self.in_flight -= 1
+            self._jobs.discard(ctx)
         self._slots.release()
 
-    def _job(self, fn, args):
+    def _job(self, fn, args, ctx: JobContext):
+        ctx.check()  # the client may have left while the job was queued
         analyzer = self._analyzers.get()
-        t0 = time.perf_counter()
+        ctx.started = t0 = time.perf_counter()
         try:
-            return fn(analyzer, *args)
+            return fn(analyzer, *args, ctx=ctx)
         finally:
             self._analyzers.put(analyzer)
+            dt = time.perf_counter() - t0
             with self._lock:
-                self.mean_job_s = 0.8 * self.mean_job_s + 0.2 * (time.perf_counter() - t0)
+                self.mean_job_s = 0.8 * self.mean_job_s + 0.2 * dt
+                if ctx.cost_px:
+                    rate = dt / ctx.cost_px
+                    self.s_per_px = rate if self.s_per_px is None else 0.8 * self.s_per_px + 0.2 * rate
 
     def shutdown(self) -> None:
+        with self._lock:
+            for ctx in self._jobs:
+                ctx.cancelled.set()
         self._executor.shutdown(wait=False, cancel_futures=True)
 
 
@@ -184,56 +247,28 @@ def default_analyzer_factory(weights: dict | None) -> Callable[[], object]:
     return make
 
 
-class ApiGuard:
-    """ASGI middleware on ``/api/*``: the API key, and the body size (from Content-Length before reading,
-    and counted while reading, so a chunked upload cannot fill the disk with a spooled form)."""
-
-    def __init__(self, app, api_key: str | None, max_body: int, max_upload_mb: float):
-        self.app, self.api_key, self.max_body, self.max_upload_mb = app, api_key, max_body, max_upload_mb
-
-    async def __call__(self, scope, receive, send):
-        if scope["type"] != "http" or not scope["path"].startswith("/api/"):
-            return await self.app(scope, receive, send)
-        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
-        if self.api_key and not _key_ok(headers, self.api_key):
-            return await _error(401, f"missing or wrong API key (send X-API-Key; the server has {API_KEY_ENV} set)",
-                                {"WWW-Authenticate": "Bearer"})(scope, receive, send)
-        length = headers.get("content-length", "")
-        too_big = f"upload is over the {self.max_upload_mb:g} MB limit"
-        if length.isdigit() and int(length) > self.max_body:
-            return await _error(413, too_big, {"Connection": "close"})(scope, receive, send)
-        seen = 0
-
-        async def counted():
-            nonlocal seen
-            message = await receive()
-            seen += len(message.get("body", b""))
-            if seen > self.max_body:
-                raise FetalDetectError(too_big, status=413)
-            return message
-
-        return await self.app(scope, counted, send)
-
-
-def _error(status: int, message: str, headers: dict | None = None):
-    """The one JSON error body of the service."""
-    return JSONResponse({"status": "error", "error": message, "code": status}, status, headers=headers)
-
-
 def create_app(weights: dict | None = None, max_upload_mb: float = 20, max_pixels: int = MAX_PIXELS,
                workers: int = 2, queue: int = 8, api_key: str | None = None, save_dir: str | Path | None = None,
-               max_frames: int = 300, analyzer_factory: Callable[[], object] | None = None):
+               max_frames: int = MAX_FRAMES, analyzer_factory: Callable[[], object] | None = None,
+               allowed_hosts=DEFAULT_ALLOWED_HOSTS, allowed_origins=(), max_client_connections: int = 32,
+               job_deadline_s: float = 60, max_wait_s: float = 60, body_timeout_s: float = 120,
+               body_idle_s: float = 15, save_max_files: int | None = None):
     """Build the app. ``weights`` maps task -> file (``{"hc-seg": "best.pt"}``; None: the shipped ones).
 
     ``max_upload_mb`` caps the upload (413), ``max_pixels`` one frame (decompression bombs, 413),
-    ``workers`` analysis threads plus ``queue`` waiting jobs before 503; ``api_key`` (default
-    ``$FETAL_DETECT_API_KEY``) is then required on ``/api/*`` as ``X-API-Key`` or ``Authorization: Bearer``;
-    ``save_dir`` keeps each analysed frame (PNG, no DICOM header) and its JSON; nothing is kept otherwise.
-    ``analyzer_factory`` replaces ``Analyzer(weights)`` (tests inject stubs).
+    ``max_frames`` a cine; ``workers`` analysis threads plus ``queue`` waiting jobs before 503, and no new
+    job while over ``max_wait_s`` of work is queued; ``job_deadline_s`` per analysis (413 after);
+    ``api_key`` (default ``$FETAL_DETECT_API_KEY``) is then required on ``/api/*`` as ``X-API-Key`` or
+    ``Authorization: Bearer``; ``allowed_hosts`` for the Host header (``"*"``: any), ``allowed_origins``
+    that may post cross-site; ``max_client_connections`` per client address (0: no cap);
+    ``body_timeout_s``/``body_idle_s`` for reading an upload (408); ``save_dir`` keeps each analysed frame
+    (PNG, no DICOM header) and its JSON, owner-only, the newest ``save_max_files`` pairs when given;
+    nothing is kept otherwise. ``analyzer_factory`` replaces ``Analyzer(weights)`` (tests inject stubs).
     """
     from contextlib import asynccontextmanager
 
-    from fetal_detect.serve.analysis import analyze_upload, parse_pixel_size
+    from fetal_detect.serve.analysis import analyze_upload, parse_pixel_size, public_paths
+    from fetal_detect.serve.store import save_result
 
     logging.getLogger("pydicom").setLevel(logging.ERROR)  # its warnings may quote tag values
     warnings.filterwarnings("ignore", module=r"pydicom(\..*)?$")
@@ -243,7 +278,8 @@ def create_app(weights: dict | None = None, max_upload_mb: float = 20, max_pixel
     api_key = api_key if api_key is not None else (os.environ.get(API_KEY_ENV) or None)
     max_bytes = int(max_upload_mb * 1024 * 1024)
     save_dir = Path(save_dir) if save_dir else None
-    pool = WorkerPool(analyzer_factory or default_analyzer_factory(weights), workers, queue)
+    pool = WorkerPool(analyzer_factory or default_analyzer_factory(weights), workers, queue,
+                      job_deadline_s=job_deadline_s, max_wait_s=max_wait_s)
 
     @asynccontextmanager
     async def lifespan(app):
@@ -255,14 +291,19 @@ def create_app(weights: dict | None = None, max_upload_mb: float = 20, max_pixel
                   description="Fetal ultrasound biometry (HC/BPD/OFD, NT, CNS) from an image or DICOM upload.")
     app.state.pool, app.state.api_key = pool, api_key
     app.state.limits = {"max_upload_bytes": max_bytes, "max_pixels": max_pixels, "max_frames": max_frames,
-                        "workers": workers, "queue": queue}
-
-    error = _error
+                        "workers": workers, "queue": queue, "job_deadline_s": job_deadline_s,
+                        "max_wait_s": max_wait_s, "body_timeout_s": body_timeout_s}
+    error = error_response
 
     @app.exception_handler(FetalDetectError)
     async def _user_error(request, exc: FetalDetectError):
         headers = {"Retry-After": str(exc.retry_after_s)} if isinstance(exc, Busy) else None
         return error(exc.status, str(exc), headers)
+
+    @app.exception_handler(ClientDisconnect)
+    async def _client_gone(request, exc):
+        log.info("client disconnected during %s %s", request.method, request.url.path)
+        return Response(status_code=499)  # nobody reads it
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request, exc):
@@ -278,7 +319,9 @@ def create_app(weights: dict | None = None, max_upload_mb: float = 20, max_pixel
         return error(500, "internal error (see the server log)")
 
     app.add_middleware(ApiGuard, api_key=api_key, max_body=max_bytes + FORM_OVERHEAD_BYTES,
-                       max_upload_mb=max_upload_mb)
+                       max_upload_mb=max_upload_mb, body_timeout_s=body_timeout_s, body_idle_s=body_idle_s)
+    app.add_middleware(ServiceGuard, allowed_hosts=allowed_hosts, allowed_origins=allowed_origins,
+                       max_client_connections=max_client_connections)
 
     @app.get("/health", tags=["service"], summary="Liveness: the process answers")
     async def health():
@@ -286,11 +329,11 @@ def create_app(weights: dict | None = None, max_upload_mb: float = 20, max_pixel
 
     @app.get("/ready", tags=["service"], summary="Readiness: models loaded (503 until then)")
     async def ready():
-        body = {"ready": pool.ready.is_set(), "models": {k: _public(v) for k, v in pool.models.items()},
-                "load_s": pool.load_s, "version": __version__, "limits": app.state.limits}
+        body = {"ready": pool.ready.is_set(), "models": pool.models, "load_s": pool.load_s,
+                "version": __version__, "limits": app.state.limits}
         if pool.error:
             body["error"] = pool.error
-        return JSONResponse(body, 200 if body["ready"] else 503)
+        return JSONResponse(public_paths(body), 200 if body["ready"] else 503)
 
     @app.post("/api/v1/analyze", tags=["analysis"], openapi_extra=ANALYZE_FORM,
               summary="Upload an image or DICOM; get plane, measurements (mm), detections and quality")
@@ -300,13 +343,16 @@ def create_app(weights: dict | None = None, max_upload_mb: float = 20, max_pixel
             if upload is None or isinstance(upload, str):
                 raise FetalDetectError("no file: send the image as multipart form field 'file'")
             data = await _read_limited(upload, max_bytes, max_upload_mb)
-            task = str(form.get("task") or "auto").strip().lower()
+            task = str(form.get("task") or "auto").strip().lower()[:40]
             px = parse_pixel_size(form.get("pixel_size_mm"))
             flags = {k: _flag(form.get(k)) for k in ("include_image", "overlay")}
-        resp, frame = await pool.run(analyze_upload, data, task, px, max_bytes, max_pixels, max_frames,
-                                     flags["include_image"], flags["overlay"])
+        ctx = JobContext(job_deadline_s)
+        job = asyncio.ensure_future(pool.run(analyze_upload, data, task, px, max_bytes, max_pixels, max_frames,
+                                             flags["include_image"], flags["overlay"], ctx=ctx))
+        del data
+        resp, frame = await _unless_disconnected(request, job, ctx)
         if save_dir is not None:
-            resp["saved_as"] = _save(save_dir, frame, resp)
+            resp["saved_as"] = await asyncio.to_thread(save_result, save_dir, frame, resp, save_max_files)
         return JSONResponse(resp)
 
     @app.get("/docs", include_in_schema=False)
@@ -319,6 +365,19 @@ def create_app(weights: dict | None = None, max_upload_mb: float = 20, max_pixel
 
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     return app
+
+
+async def _unless_disconnected(request: Request, job: asyncio.Future, ctx: JobContext, poll_s: float = 0.5):
+    """The job's result; if the client disconnects first, the job is cancelled (it stops at its next check)."""
+    while True:
+        done, _ = await asyncio.wait({job}, timeout=poll_s)
+        if done:
+            return job.result()
+        if await request.is_disconnected():
+            ctx.cancelled.set()
+            job.cancel()
+            log.info("client disconnected: analysis cancelled")
+            raise ClientDisconnect()
 
 
 async def _read_limited(upload, max_bytes: int, max_upload_mb: float) -> bytes:
@@ -334,27 +393,3 @@ async def _read_limited(upload, max_bytes: int, max_upload_mb: float) -> bytes:
 
 def _flag(v) -> bool:
     return str(v or "").strip().lower() in ("1", "true", "yes", "on")
-
-
-def _key_ok(headers: dict, api_key: str) -> bool:
-    given = headers.get("x-api-key") or ""
-    auth = headers.get("authorization") or ""
-    if not given and auth.lower().startswith("bearer "):
-        given = auth[7:].strip()
-    return hmac.compare_digest(given.encode(), api_key.encode())
-
-
-def _public(info: dict) -> dict:
-    from fetal_detect.serve.analysis import _public_model
-
-    return _public_model(info)
-
-
-def _save(save_dir: Path, frame, resp: dict) -> str:
-    """Keep the analysed frame as PNG (pixels only, no DICOM header) and the response as JSON."""
-    from fetal_detect.report import write_image, write_json
-
-    stem = time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:8]
-    write_image(save_dir / f"{stem}.png", frame)
-    write_json(save_dir / f"{stem}.json", {k: v for k, v in resp.items() if not k.endswith("_png")})
-    return stem

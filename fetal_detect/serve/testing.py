@@ -59,20 +59,23 @@ class OracleAnalyzer(Analyzer):
 
 
 @contextmanager
-def serving(app, host: str = "127.0.0.1", ready_timeout_s: float = 120):
-    """Run ``app`` under uvicorn in a daemon thread on a free port; yields the base URL; stops on exit.
+def serving(app, host: str = "127.0.0.1", ready_timeout_s: float = 120, **server_kw):
+    """Run ``app`` under the service's uvicorn server (:func:`~fetal_detect.serve.server.make_server`, so
+    with its connection guards) in a daemon thread on a free port; yields the base URL; stops on exit.
 
-    Waits for ``/ready`` (models loaded) before yielding.
+    Waits for ``/ready`` (models loaded) before yielding; the server object is ``serving.server``.
     """
     import socket
 
     import httpx
-    import uvicorn
+
+    from fetal_detect.serve.server import make_server
 
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((host, 0))
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", timeout_keep_alive=5))
+    server = make_server(app, host, 0, "warning", **server_kw)
+    serving.server = server
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     url = f"http://{host}:{sock.getsockname()[1]}"
