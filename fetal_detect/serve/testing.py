@@ -149,3 +149,76 @@ def load_test(url: str, upload: bytes, n: int = 200, concurrency: int = 8, budge
             "max_ms": round(float(lat.max()), 1), "wall_s": round(wall, 2),
             "rps": round(len(latencies) / wall, 2) if wall > 0 else None,
             "stopped_by_budget": len(latencies) < n}
+
+
+def _loopback(url: str) -> tuple[str, int]:
+    u = urlparse(url)
+    host = u.hostname or ""
+    if not (host == "localhost" or host.startswith("127.") or host == "::1"):
+        raise ValueError(f"client probes only hit loopback addresses, got {host}")
+    return host, u.port or 80
+
+
+def clients_probe(url: str, upload: bytes, idle: int = 80, slow: int = 8, probes: int = 10,
+                  data: dict | None = None, budget_s: float = 60) -> dict:
+    """/health and one upload's latency while ``idle`` TCP connections sit silent and ``slow`` clients
+    trickle a request body (one byte every 0.5 s), on a loopback URL, bounded by ``budget_s``.
+
+    -> ``{"idle", "slow", "health_ms": [...], "health_status": {...}, "upload_status", "upload_ms",
+    "idle_closed_after_s"}`` (the last: when the server closed the first idle socket, None if not in time).
+    """
+    import socket
+
+    import httpx
+
+    host, port = _loopback(url)
+    t_start = time.perf_counter()
+    socks = [socket.create_connection((host, port), timeout=5) for _ in range(idle)]
+    stop = threading.Event()
+
+    def trickle():
+        try:
+            s = socket.create_connection((host, port), timeout=5)
+            s.sendall(b"POST /api/v1/analyze HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 100000\r\n"
+                      b"Content-Type: multipart/form-data; boundary=x\r\n\r\n--x\r\n")
+            while not stop.is_set():
+                s.sendall(b"x")
+                time.sleep(0.5)
+        except OSError:
+            return
+
+    threads = [threading.Thread(target=trickle, daemon=True) for _ in range(slow)]
+    for t in threads:
+        t.start()
+    health_ms, health_status = [], {}
+    try:
+        time.sleep(0.5)
+        for _ in range(probes):
+            t = time.perf_counter()
+            try:
+                code = str(httpx.get(url + "/health", timeout=5).status_code)
+            except httpx.HTTPError:
+                code = "error"
+            health_ms.append(round((time.perf_counter() - t) * 1000, 1))
+            health_status[code] = health_status.get(code, 0) + 1
+        t = time.perf_counter()
+        try:
+            up = str(httpx.post(url + "/api/v1/analyze", files={"file": ("probe.png", upload)}, data=data or {},
+                                timeout=30).status_code)
+        except httpx.HTTPError:
+            up = "error"
+        upload_ms = round((time.perf_counter() - t) * 1000, 1)
+        closed_after = None
+        socks[0].settimeout(max(1.0, budget_s - (time.perf_counter() - t_start)))
+        try:
+            if socks[0].recv(1) == b"":
+                closed_after = round(time.perf_counter() - t_start, 1)
+        except OSError:
+            pass
+    finally:
+        stop.set()
+        for s in socks:
+            s.close()
+    return {"idle": idle, "slow": slow, "health_ms": health_ms, "health_status": health_status,
+            "health_max_ms": max(health_ms), "upload_status": up, "upload_ms": upload_ms,
+            "idle_closed_after_s": closed_after}
