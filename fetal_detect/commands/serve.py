@@ -52,8 +52,8 @@ def allowed_hosts(host: str, given: str | None) -> list[str]:
     from fetal_detect.serve.guard import DEFAULT_ALLOWED_HOSTS
 
     given = given or os.environ.get(ALLOWED_HOSTS_ENV)
-    if given:
-        return [h.strip() for h in given.split(",") if h.strip()]
+    if given:  # loopback names stay allowed (the container HEALTHCHECK uses them; rebinding needs other names)
+        return list(dict.fromkeys([*DEFAULT_ALLOWED_HOSTS, *(h.strip() for h in given.split(",") if h.strip())]))
     if host in ("0.0.0.0", "::", ""):
         return ["*"]
     return list(dict.fromkeys([*DEFAULT_ALLOWED_HOSTS, host]))
