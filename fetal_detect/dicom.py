@@ -7,7 +7,8 @@
 4. Each compressed frame's own codec header (JPEG SOF, JPEG 2000 SIZ) must agree with Rows/Columns and
    the pixel limit before that frame is decoded (a 64x64 header around a 12000x12000 JPEG is refused).
 5. Frames are decoded one at a time: native data by pydicom's numpy decoder, JPEG/JPEG 2000 by OpenCV
-   (never Pillow's ``Image.open``, which Ultralytics patches to pip-install codecs).
+   (never Pillow's ``Image.open``, which Ultralytics patches to pip-install codecs), RLE here with each
+   segment capped at Rows x Columns bytes (pydicom's RLE decoder has no cap: 128x expansion).
 """
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ TRANSFER_SYNTAXES = {  # UID -> how the pixel data is read
     "1.2.840.10008.1.2.1": "native",  # Explicit VR Little Endian
     "1.2.840.10008.1.2.2": "native",  # Explicit VR Big Endian (retired)
     "1.2.840.10008.1.2.1.99": "deflated",  # Deflated Explicit VR Little Endian (inflated with a size cap)
+    "1.2.840.10008.1.2.5": "rle",  # RLE Lossless (decoded here, each segment capped at its expected size)
     "1.2.840.10008.1.2.4.50": "jpeg",  # JPEG Baseline (8-bit)
     "1.2.840.10008.1.2.4.51": "jpeg",  # JPEG Extended (12-bit)
     "1.2.840.10008.1.2.4.90": "j2k",  # JPEG 2000 lossless
@@ -44,7 +46,9 @@ def read_dicom(data: bytes, name: str, max_pixels: int, max_frames: int, max_cin
     ds, ts = _parse(data, name, max_inflated_bytes)
     rows, cols, n_frames, spp, bits = _geometry(ds, name)
     _check_limits(name, rows, cols, n_frames, spp, bits, max_pixels, max_frames, max_cine_pixels, max_frame_bytes)
-    if TRANSFER_SYNTAXES[ts] in ("jpeg", "j2k"):
+    if TRANSFER_SYNTAXES[ts] == "rle":
+        frames = _rle_frames(ds, name, rows, cols, spp, bits, n_frames, check)
+    elif TRANSFER_SYNTAXES[ts] in ("jpeg", "j2k"):
         frames = _compressed_frames(ds, name, rows, cols, n_frames, max_pixels, check)
     else:
         frames = _native_frames(ds, ts, name, rows, cols, spp, bits, n_frames, check)
@@ -67,7 +71,7 @@ def _parse(data: bytes, name: str, max_inflated_bytes: int):
         raise FetalDetectError(f"{name}: corrupt DICOM (no transfer syntax in the file meta)")
     if ts not in TRANSFER_SYNTAXES:
         raise FetalDetectError(f"{name}: DICOM transfer syntax '{ts[:64]}' is not supported "
-                               f"(native, Deflated, JPEG baseline/extended or JPEG 2000)", status=415)
+                               f"(native, Deflated, RLE, JPEG baseline/extended or JPEG 2000)", status=415)
     try:
         if TRANSFER_SYNTAXES[ts] == "deflated":
             body = inflate(data[fp.tell():], max_inflated_bytes, name)
@@ -138,17 +142,10 @@ def _check_limits(name, rows, cols, n_frames, spp, bits, max_pixels, max_frames,
 
 
 def _compressed_frames(ds, name, rows, cols, n_frames, max_pixels, check) -> Iterator[np.ndarray]:
-    from pydicom.encaps import generate_frames
-
     from fetal_detect.image_headers import codec_header
 
-    try:
-        encoded = list(generate_frames(ds.PixelData, number_of_frames=n_frames))
-    except Exception as e:
-        raise FetalDetectError(f"{name}: corrupt DICOM (encapsulated pixel data: {type(e).__name__})") from None
-    if len(encoded) < n_frames:
-        raise FetalDetectError(f"{name}: DICOM says {n_frames} frames but holds {len(encoded)}")
-    for i, frame in enumerate(encoded[:n_frames]):  # every header first, then decode
+    encoded = _encapsulated(ds, name, n_frames)
+    for i, frame in enumerate(encoded):  # every header first, then decode
         h = codec_header(frame[:1 << 20])
         if h is None:
             raise FetalDetectError(f"{name}: frame {i + 1} is not a readable JPEG / JPEG 2000 stream", status=415)
@@ -158,7 +155,74 @@ def _compressed_frames(ds, name, rows, cols, n_frames, max_pixels, check) -> Ite
         if (h.width, h.height) != (cols, rows):
             raise FetalDetectError(f"{name}: frame {i + 1} is {h.width}x{h.height} px but the DICOM header says "
                                    f"{cols}x{rows}")
-    return _decode_compressed(encoded[:n_frames], name, check)
+    return _decode_compressed(encoded, name, check)
+
+
+def _encapsulated(ds, name: str, n_frames: int) -> list[bytes]:
+    from pydicom.encaps import generate_frames
+
+    try:
+        encoded = list(generate_frames(ds.PixelData, number_of_frames=n_frames))
+    except Exception as e:
+        raise FetalDetectError(f"{name}: corrupt DICOM (encapsulated pixel data: {type(e).__name__})") from None
+    if len(encoded) < n_frames:
+        raise FetalDetectError(f"{name}: DICOM says {n_frames} frames but holds {len(encoded)}")
+    return encoded[:n_frames]
+
+
+def _rle_frames(ds, name, rows, cols, spp, bits, n_frames, check) -> Iterator[np.ndarray]:
+    encoded = _encapsulated(ds, name, n_frames)
+    nbytes = bits // 8
+    photometric = str(getattr(ds, "PhotometricInterpretation", ""))
+    for i in range(n_frames):
+        if check:
+            check()
+        segments = rle_segments(encoded[i], spp * nbytes, rows * cols, f"{name}: RLE frame {i + 1}")
+        encoded[i] = b""
+        planes = [np.frombuffer(seg, np.uint8).reshape(rows, cols) for seg in segments]
+        if nbytes == 2:  # most significant byte first
+            planes = [(planes[2 * s].astype(np.uint16) << 8) | planes[2 * s + 1] for s in range(spp)]
+        arr = planes[0] if spp == 1 else np.dstack(planes)
+        if spp == 3 and photometric.startswith("YBR"):
+            from pydicom.pixels import convert_color_space
+
+            arr = convert_color_space(arr, photometric, "RGB")
+        yield arr[..., ::-1] if arr.ndim == 3 else arr
+
+
+def rle_segments(frame: bytes, n_segments: int, segment_len: int, what: str) -> list[bytes]:
+    """The decoded segments of one DICOM RLE frame, each exactly ``segment_len`` bytes (400 if it would be longer
+    or shorter: a PackBits segment can expand 64x, so it is never decoded past its expected size)."""
+    import struct
+
+    if len(frame) < 64:
+        raise FetalDetectError(f"{what}: RLE header missing")
+    header = struct.unpack("<16I", frame[:64])
+    if header[0] != n_segments:
+        raise FetalDetectError(f"{what}: {header[0]} RLE segments, expected {n_segments}")
+    offsets = [*header[1:1 + n_segments], len(frame)]
+    out = []
+    for k in range(n_segments):
+        seg = _packbits(frame[offsets[k]:offsets[k + 1]], segment_len)
+        if len(seg) < segment_len:
+            raise FetalDetectError(f"{what}: RLE segment {k + 1} is short")
+        out.append(bytes(seg[:segment_len]))
+    return out
+
+
+def _packbits(src: bytes, cap: int) -> bytearray:
+    """PackBits-decode ``src``, stopping (not failing) once ``cap`` bytes are out (DICOM pads segments)."""
+    out, pos, n = bytearray(), 0, len(src)
+    while pos < n and len(out) < cap:
+        h = src[pos]
+        pos += 1
+        if h < 128:  # copy the next h + 1 bytes
+            out += src[pos:pos + h + 1]
+            pos += h + 1
+        elif h > 128:  # repeat the next byte 257 - h times
+            out += src[pos:pos + 1] * (257 - h)
+            pos += 1
+    return out
 
 
 def _decode_compressed(encoded: list[bytes], name, check) -> Iterator[np.ndarray]:

@@ -125,3 +125,29 @@ def big_zero_jpeg(width: int, height: int) -> bytes:
     buf = io.BytesIO()
     Image.new("L", (width, height)).save(buf, "JPEG", quality=10)
     return buf.getvalue()
+
+
+def rle_dicom(image: np.ndarray, bomb_mb: int = 0) -> bytes:
+    """An RLE Lossless DICOM of ``image`` (grey or RGB, 8/16-bit) encoded by pydicom; with ``bomb_mb``, the
+    first segment gets that many MB of PackBits runs appended (a 64x expansion if decoded without a cap)."""
+    from pydicom.dataset import FileDataset
+    from pydicom.uid import RLELossless
+
+    spp = 3 if image.ndim == 3 else 1
+    ds = FileDataset(None, _image_ds(image.shape[0], image.shape[1], 1, spp, "RGB" if spp == 3 else "MONOCHROME2"),
+                     file_meta=_meta(EXPLICIT_LE), preamble=b"\0" * 128)
+    bits = 16 if image.dtype == np.uint16 else 8
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit = bits, bits, bits - 1
+    ds.PixelData = image.tobytes()
+    ds.compress(RLELossless, image)
+    if bomb_mb:
+        from pydicom.encaps import encapsulate, generate_frames
+
+        frame = next(generate_frames(ds.PixelData, number_of_frames=1))
+        n = struct.unpack("<I", frame[:4])[0]
+        runs = b"\x81\x00" * (bomb_mb * 512 * 1024)  # each pair -> 128 zero bytes
+        bombed = struct.pack("<16I", n, 64, *([64 + len(runs)] * (n - 1)), *([0] * (15 - n))) + runs + frame[64:]
+        ds.PixelData = encapsulate([bombed])
+    buf = io.BytesIO()
+    ds.save_as(buf, enforce_file_format=True)
+    return buf.getvalue()

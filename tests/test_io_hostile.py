@@ -135,3 +135,19 @@ def test_measure_on_a_fifo_or_dev_zero_is_a_one_line_error(special_files, capsys
         assert main(["measure", "hc", str(special_files / name)]) == 2
         err = capsys.readouterr().err
         assert "not a regular file" in err and "Traceback" not in err
+
+
+def test_rle_dicoms_decode_and_an_rle_bomb_is_capped(grey):
+    colour = np.dstack([grey, grey // 2, grey // 3])
+    for image in (grey, grey.astype(np.uint16) * 200, colour):
+        loaded = load_image(H.rle_dicom(image))
+        assert loaded.image.shape == (64, 64) and loaded.pixel_size_mm == 0.2
+    assert np.array_equal(load_image(H.rle_dicom(grey)).image, grey)
+    bomb = H.rle_dicom(grey, bomb_mb=4)  # 256 MB if the first segment were decoded without a cap
+    tracemalloc.start()
+    try:
+        loaded = load_image(bomb)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert loaded.image.shape == (64, 64) and peak < 50e6
