@@ -302,7 +302,8 @@ def create_app(weights: dict | None = None, max_upload_mb: float = 20, max_pixel
 
     @app.exception_handler(ClientDisconnect)
     async def _client_gone(request, exc):
-        log.info("client disconnected during %s %s", request.method, request.url.path)
+        log.info("client disconnected during %s %s (its analysis, if any, stopped)", request.method,
+                 request.url.path)
         return Response(status_code=499)  # nobody reads it
 
     @app.exception_handler(StarletteHTTPException)
@@ -376,8 +377,7 @@ async def _unless_disconnected(request: Request, job: asyncio.Future, ctx: JobCo
         if await request.is_disconnected():
             ctx.cancelled.set()
             job.cancel()
-            log.info("client disconnected: analysis cancelled")
-            raise ClientDisconnect()
+            raise ClientDisconnect()  # logged once, as one line, by the handler
 
 
 async def _read_limited(upload, max_bytes: int, max_upload_mb: float) -> bytes:
