@@ -212,7 +212,9 @@ def _raster_header(data: bytes, fmt: str, name: str, max_pixels: int) -> tuple[i
 
     from fetal_detect.image_headers import png_header
 
-    Image.MAX_IMAGE_PIXELS = max_pixels
+    # Pillow's bomb limit = the pixel limit, never below MAX_PIXELS: this is process-wide, and a small per-call
+    # limit (checked below by _check_pixels) must not leak into other readers (Ultralytics' dataset checks)
+    Image.MAX_IMAGE_PIXELS = max(MAX_PIXELS, max_pixels)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)

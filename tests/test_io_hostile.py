@@ -151,3 +151,13 @@ def test_rle_dicoms_decode_and_an_rle_bomb_is_capped(grey):
     finally:
         tracemalloc.stop()
     assert loaded.image.shape == (64, 64) and peak < 50e6
+
+
+def test_pillow_bomb_limit_is_the_pixel_limit_and_a_small_call_limit_does_not_leak(grey):
+    from PIL import Image
+
+    from fetal_detect.io import MAX_PIXELS
+
+    err = refused(cv2.imencode(".png", grey)[1].tobytes(), max_pixels=1000)
+    assert err.status == 413 and "pixel limit" in str(err)
+    assert Image.MAX_IMAGE_PIXELS == MAX_PIXELS  # Ultralytics' own Pillow reads keep a sane limit
