@@ -71,3 +71,47 @@ def test_calibration_recovers_a_known_bias_line():
     cal = fit_calibration(fitted, ref, "test")
     assert cal.slope == pytest.approx(1.02, abs=0.005) and cal.intercept_mm == pytest.approx(2.0, abs=0.5)
     assert fit_calibration(fitted[:5], ref[:5], "test").slope == 1.0  # too few: identity
+
+
+def test_a_skull_cut_by_the_image_frame_is_fitted_without_the_straight_cut():
+    truth = Ellipse(330, 300, 200, 160, 10.0)
+    mask = truth.mask((600, 480))  # the right ~15 % of the head is outside the 480 px wide frame
+    res = measure_hc(mask, 0.2)
+    clean = ellipse_perimeter(truth.a, truth.b) * 0.2
+    assert res["border_points_dropped"] > 50
+    assert abs(res["hc_mm"] - clean) / clean < 0.01
+    whole = fit_ellipse(mask)[0]  # every border point, the cut included
+    assert abs(ellipse_perimeter(whole.a, whole.b) * 0.2 - clean) > max(3 * abs(res["hc_mm"] - clean), 0.015 * clean)
+
+
+def test_a_skull_cut_by_the_sector_border_is_fitted_without_the_cut_when_the_image_is_given():
+    ph = make_hc(2, pixel_size_mm=0.1, hc_mm=170.0, size=(900, 700))
+    ell, _ = fit_ellipse(ph.mask)
+    image, mask = ph.image.copy(), ph.mask.copy()
+    yy, xx = np.mgrid[0:700, 0:900]
+    outside = xx > ell.cx + 0.75 * ell.a + 0.3 * (yy - ell.cy)  # a slanted fan edge through the head
+    image[outside], mask[outside] = 0, 0
+    blind = measure_hc(mask, 0.1)
+    seen = measure_hc(mask, 0.1, image_gray=image)
+    assert blind["border_points_dropped"] == 0 and seen["border_points_dropped"] > 50
+    assert abs(seen["hc_mm"] - ph.truth["hc_mm"]) < 0.01 * ph.truth["hc_mm"] < abs(blind["hc_mm"] - ph.truth["hc_mm"])
+    assert 0.0 <= seen["rim_support"] <= 1.0
+
+
+def test_a_whole_skull_loses_no_points_and_mirror_views_are_averaged():
+    ph = make_hc(3, pixel_size_mm=0.1, hc_mm=150.0, size=(900, 700))
+    one = measure_hc(ph.mask, 0.1, image_gray=ph.image)
+    assert one["border_points_dropped"] == 0 and one["rim_support"] > 0.7
+    both = measure_hc(ph.mask, 0.1, more_masks=[ph.mask[:, ::-1][:, ::-1]])
+    assert both["hc_mm"] == pytest.approx(one["hc_mm"], abs=0.01)
+    grown = cv2.dilate(ph.mask, np.ones((9, 9), np.uint8))  # a second view 4 px larger all round
+    avg = measure_hc(ph.mask, 0.1, more_masks=[grown])
+    big = measure_hc(grown, 0.1)
+    assert one["hc_mm"] < avg["hc_mm"] < big["hc_mm"]
+
+
+def test_mean_ellipse_averages_axis_angles_across_the_plus_minus_90_wrap():
+    from fetal_detect.measure.geometry import mean_ellipse
+
+    m = mean_ellipse([Ellipse(10, 20, 50, 40, 89.0), Ellipse(12, 20, 52, 40, -89.0)])
+    assert (m.cx, m.a) == (11, 51) and abs(abs(m.angle_deg) - 90) < 1e-6

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
+from typing import NamedTuple
 
 import cv2
 import numpy as np
@@ -55,40 +56,120 @@ def outer_contour(mask: np.ndarray) -> np.ndarray | None:
     return max(contours, key=cv2.contourArea).reshape(-1, 2)
 
 
+class EllipseFit(NamedTuple):
+    """A robust ellipse fit: the ellipse, the share of border points near it, and how many border points
+    were left out of the fit because they lie on an edge that is not skull (image, sector, detection box)."""
+
+    ellipse: Ellipse
+    inliers: float
+    points_dropped: int = 0
+    n_points: int = 0
+
+
 def fit_ellipse(mask: np.ndarray, min_points: int = 20, trim_px: float = 2.0, iterations: int = 3
                 ) -> tuple[Ellipse, float] | None:
+    """``(ellipse, inlier_fraction)`` of :func:`fit_ellipse_detail` without exclusions, or ``None``."""
+    fit = fit_ellipse_detail(mask, min_points=min_points, trim_px=trim_px, iterations=iterations)
+    return None if fit is None else (fit.ellipse, fit.inliers)
+
+
+def fit_ellipse_detail(mask: np.ndarray, exclude: np.ndarray | None = None, min_points: int = 20,
+                       trim_px: float = 2.0, iterations: int = 3, min_kept: float = 0.5) -> EllipseFit | None:
     """Robust ellipse fit to the outer border of the largest blob in ``mask``.
 
-    Fits the direct least-squares ellipse to the border points, then refits without outliers
-    (points farther than ``max(trim_px, 3 x MAD)`` from the curve), so a broken or noisy contour
-    (a missing arc, a stray blob glued on) pulls the fit little. Border pixel centres lie half a
-    pixel inside the true edge, so 0.5 px is added to both semi-axes.
+    Border points where ``exclude`` (a bool image of ``mask``'s shape, see :func:`border_zone`) is True
+    are left out: there the mask was cut by the image, the scan sector or the detection box, and a
+    straight cut pulls the fit. If fewer than ``min_kept`` of the points would remain, none are left
+    out (too little arc left to fit). Then the direct least-squares ellipse is fitted to the points near
+    the convex hull, and refitted without outliers (points farther than ``max(trim_px, 3 x MAD)`` from the
+    curve), so a broken or noisy contour (a missing arc, a stray blob glued on) pulls the fit little.
+    Border pixel centres lie half a pixel inside the true edge, so 0.5 px is added to both semi-axes.
 
-    Returns ``(ellipse, inlier_fraction)`` or ``None`` when there is nothing to fit.
+    Returns an :class:`EllipseFit` or ``None`` when there is nothing to fit.
     """
     border = outer_contour(mask)
     if border is None or len(border) < min_points:
         return None
     pts = border.astype(np.float64)
+    keep = np.ones(len(pts), bool)
+    if exclude is not None:
+        cut = exclude[border[:, 1], border[:, 0]]
+        if (~cut).sum() >= max(min_points, min_kept * len(pts)):
+            keep = ~cut
     # the convex hull bridges concave bites out of the skull (shadowed or missed arcs)
-    on_hull = _near_convex_hull(border, tol=1.5)
-    use = pts[on_hull] if on_hull.sum() >= max(min_points, 0.5 * len(pts)) else pts
+    on_hull = _near_convex_hull(border, tol=1.5) & keep
+    use = pts[on_hull] if on_hull.sum() >= max(min_points, 0.5 * keep.sum()) else pts[keep]
     ell = _fit(use)
     if ell is None:
         return None
     for _ in range(iterations):
         resid = np.abs(ell.normalised_radius(use) - 1.0) * ell.b
         mad = np.median(np.abs(resid - np.median(resid))) * 1.4826
-        keep = resid <= max(trim_px, 3 * mad)
-        if keep.all() or keep.sum() < min_points:
+        ok = resid <= max(trim_px, 3 * mad)
+        if ok.all() or ok.sum() < min_points:
             break
-        refit = _fit(use[keep])
+        refit = _fit(use[ok])
         if refit is None:
             break
         ell = refit
-    resid_all = np.abs(ell.normalised_radius(pts) - 1.0) * ell.b
+    resid_all = np.abs(ell.normalised_radius(pts[keep]) - 1.0) * ell.b
     inliers = float(np.mean(resid_all <= max(trim_px, 0.02 * ell.b)))
-    return Ellipse(ell.cx, ell.cy, ell.a + 0.5, ell.b + 0.5, ell.angle_deg), inliers
+    return EllipseFit(Ellipse(ell.cx, ell.cy, ell.a + 0.5, ell.b + 0.5, ell.angle_deg), inliers,
+                      int(len(pts) - keep.sum()), len(pts))
+
+
+def mean_ellipse(ellipses: list[Ellipse]) -> Ellipse:
+    """Parameter-wise mean of ellipses fitted to views of one object (test-time augmentation); the
+    axis angle is averaged on the doubled-angle circle, since an ellipse at 89 deg is one at -91 deg."""
+    if len(ellipses) == 1:
+        return ellipses[0]
+    t = np.radians([2 * e.angle_deg for e in ellipses])
+    angle = math.degrees(math.atan2(np.sin(t).mean(), np.cos(t).mean())) / 2
+    return Ellipse(*(float(np.mean([getattr(e, k) for e in ellipses])) for k in ("cx", "cy", "a", "b")), angle)
+
+
+def border_zone(shape: tuple[int, int], image_gray: np.ndarray | None = None, width_px: float = 2.0) -> np.ndarray:
+    """Bool image (``shape`` = h, w): where a mask edge is a cut, not a skull border: the outermost
+    ``width_px`` of the image frame and, with ``image_gray``, the outside of the scan sector
+    (:func:`scan_sector`) widened by ``width_px + 1``.
+
+    The edges of the detection box are *not* cuts to leave out: the box bounds the prototype masks
+    (without the crop they spill far past the skull), so where a mask meets its box, the box regression
+    is the model's best estimate of the skull's extent (tried on hc18 val: leaving box-edge points out
+    raised the HC error).
+    """
+    h, w = shape
+    zone = np.zeros((h, w), bool)
+    k = int(math.ceil(width_px))
+    zone[:k], zone[h - k:], zone[:, :k], zone[:, w - k:] = True, True, True, True
+    if image_gray is not None:
+        outside = ~scan_sector(image_gray)
+        if outside.any():
+            d = 2 * (k + 1) + 1
+            zone |= cv2.dilate(outside.astype(np.uint8), cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (d, d))) > 0
+    return zone
+
+
+def scan_sector(image_gray: np.ndarray, void_level: int = 4, close_px: int = 15) -> np.ndarray:
+    """Bool image: the scanned area (fan or rectangle) as opposed to the black surround.
+
+    The convex hull of the largest piece of pixels brighter than ``void_level`` (closed with a
+    ``close_px`` disc to bridge speckle): a sector is convex, and black fluid inside it (amniotic fluid,
+    ventricles) is inside the hull even where it touches the surround. All True for a full-frame image.
+    Unlike :func:`fetal_detect.preprocess.sector_mask` (which must drop burnt-in text, so it opens and
+    thresholds a median-filtered image), this keeps faint low-gain parts of the fan: a cut test must
+    not call a dim skull arc "outside" (hc18 614_HC: the whole upper fan is grey level 5-10).
+    """
+    g = image_gray if image_gray.ndim == 2 else cv2.cvtColor(image_gray, cv2.COLOR_BGR2GRAY)
+    lit = (g > void_level).astype(np.uint8)
+    lit = cv2.morphologyEx(lit, cv2.MORPH_CLOSE, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (close_px, close_px)))
+    n, labels, stats, _ = cv2.connectedComponentsWithStats(lit, connectivity=8)
+    if n <= 1:
+        return np.ones(g.shape[:2], bool)
+    big = 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
+    hull = np.zeros(g.shape[:2], np.uint8)
+    cv2.fillConvexPoly(hull, cv2.convexHull(cv2.findNonZero((labels == big).astype(np.uint8))), 1)
+    return hull > 0
 
 
 def _near_convex_hull(border: np.ndarray, tol: float) -> np.ndarray:

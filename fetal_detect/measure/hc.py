@@ -12,13 +12,16 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import cv2
 import numpy as np
 
 from fetal_detect.errors import FetalDetectError
-from fetal_detect.measure.geometry import Ellipse, ellipse_perimeter, fit_ellipse
+from fetal_detect.measure.geometry import Ellipse, border_zone, ellipse_perimeter, fit_ellipse_detail, mean_ellipse
+from fetal_detect.measure.rim import rim_support
 
 # Hadlock FP, Deter RL, Harrist RB, Park SK. Estimating fetal age: computer-assisted analysis of
 # multiple fetal growth parameters. Radiology 1984;152:497-501. GA(weeks) = 8.96 + 0.540 HC + 0.0003 HC^3,
@@ -91,8 +94,16 @@ def fit_calibration(hc_fit_mm: np.ndarray, hc_ref_mm: np.ndarray, source: str) -
 
 
 def measure_hc(mask: np.ndarray, pixel_size_mm: float | None, calibration: HCCalibration | None = None,
-               model_confidence: float | None = None) -> dict:
+               model_confidence: float | None = None, image_gray: np.ndarray | None = None,
+               more_masks: Sequence[np.ndarray] = ()) -> dict:
     """HC, BPD and OFD from a filled skull mask (H x W, non-zero = skull and inside).
+
+    The ellipse is fitted to the mask border without the points where the mask was cut by the image frame
+    or, given the image ``image_gray``, by the border of the scan sector: a skull that leaves the image
+    gives a straight edge that would pull the fit (``border_points_dropped`` says how many were left out).
+    With ``image_gray`` the result also has ``rim_support`` (share of the ellipse on a bright rim).
+    ``more_masks``: other views of the same skull in this image's px (test-time augmentation, e.g. the
+    mask predicted on the mirrored image, mirrored back; same box); the ellipse is the mean of the fits.
 
     Returns a JSON-ready dict: ``hc_mm, bpd_mm, ofd_mm`` (or ``*_px`` with ``units: "px"`` when
     ``pixel_size_mm`` is None), ``ellipse`` in px, ``confidence`` in 0..1, ``ga_weeks`` (Hadlock).
@@ -100,15 +111,22 @@ def measure_hc(mask: np.ndarray, pixel_size_mm: float | None, calibration: HCCal
     """
     if pixel_size_mm is not None and not (pixel_size_mm > 0 and math.isfinite(pixel_size_mm)):
         raise FetalDetectError(f"pixel size must be a positive number of mm, got {pixel_size_mm}")
-    fit = fit_ellipse(mask)
-    if fit is None:
+    gray = None if image_gray is None or image_gray.ndim == 2 else cv2.cvtColor(
+        image_gray, cv2.COLOR_BGRA2GRAY if image_gray.shape[2] == 4 else cv2.COLOR_BGR2GRAY)
+    gray = image_gray if gray is None else gray
+    zone = border_zone(mask.shape[:2], gray)
+    fits = [f for f in (fit_ellipse_detail(m, exclude=zone) for m in (mask, *more_masks)) if f is not None]
+    if not fits:
         raise FetalDetectError("no skull found: the mask is empty or too small to fit an ellipse", status=422)
-    ell, inliers = fit
+    ell, inliers = mean_ellipse([f.ellipse for f in fits]), float(np.mean([f.inliers for f in fits]))
     hc_px = ellipse_perimeter(ell.a, ell.b)
     fill = float(np.count_nonzero(mask)) / max(math.pi * ell.a * ell.b, 1.0)  # how elliptical the blob is
     quality = inliers * max(0.0, 1.0 - abs(1.0 - fill))
     confidence = quality if model_confidence is None else quality * float(model_confidence)
-    out: dict = {"ellipse": ell.as_dict(), "confidence": round(float(confidence), 4)}
+    out: dict = {"ellipse": ell.as_dict(), "confidence": round(float(confidence), 4),
+                 "border_points_dropped": int(sum(f.points_dropped for f in fits))}
+    if gray is not None:
+        out["rim_support"] = round(rim_support(gray, ell), 3)
     if pixel_size_mm is None:
         out.update(units="px", hc_px=round(hc_px, 2), bpd_px=round(2 * ell.b, 2), ofd_px=round(2 * ell.a, 2),
                    note="no pixel size given: lengths are in pixels; pass --pixel-size MM for mm")
