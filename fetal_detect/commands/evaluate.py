@@ -17,6 +17,7 @@ def register(sub):
     p.add_argument("--weights", help="model file (.pt or .onnx); default weights/<task>.pt")
     p.add_argument("--out", help="output folder (default runs/evaluate/<task>/<data>)")
     p.add_argument("--split", default="val", help="split of a registry dataset to score (default val)")
+    p.add_argument("--tta", action="store_true", help="hc-seg: also segment the mirrored image and average the two ellipses")
     p.set_defaults(func=run)
 
 
@@ -34,6 +35,11 @@ def run(args) -> int:
     data = args.data or (task_table()[args.task].data if args.task in task_table() else None)
     if data is None:
         raise FetalDetectError(f"--data is required for task '{args.task}'")
-    metrics = evaluator(args.task)(data=data, weights=args.weights, out=args.out, split=args.split)
+    extra = {}
+    if args.tta:
+        if args.task != "hc-seg":
+            raise FetalDetectError("--tta is only for --task hc-seg")
+        extra["tta"] = True
+    metrics = evaluator(args.task)(data=data, weights=args.weights, out=args.out, split=args.split, **extra)
     print_json(metrics)
     return 0

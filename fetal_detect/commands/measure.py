@@ -60,7 +60,7 @@ def _hc(args) -> dict:
 
     t0 = time.perf_counter()
     loaded, px = _load(args)
-    measurer = HCMeasurer(args.weights)
+    measurer = HCMeasurer(args.weights, tta=True if args.tta else None)
     res = _finish(measurer(loaded.image, px), args, loaded, measurer, draw_hc, t0)
     if args.ga_weeks is not None:
         if res.get("units") != "mm":
@@ -73,6 +73,8 @@ def _hc(args) -> dict:
 
 def _hc_args(p):
     p.add_argument("--ga-weeks", type=float, help="known gestational age: adds the INTERGROWTH-21st HC z-score and centile")
+    p.add_argument("--tta", action="store_true", help="also segment the left-right mirrored image and average the two "
+                   "ellipses (hc18 val HC error 1.99 -> 1.94 mm; twice the model time)")
 
 
 def _nt(args) -> dict:

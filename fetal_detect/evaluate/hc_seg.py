@@ -87,7 +87,8 @@ def score(items: list[HC18Item], measurer, progress: bool = True) -> tuple[list[
                         ref_hc = ellipse_perimeter(truth_ell.a, truth_ell.b) * it.pixel_size_mm
             row.update(status="ok", hc_mm=res["hc_mm"], hc_ref_mm=ref_hc, bpd_mm=res["bpd_mm"],
                        ofd_mm=res["ofd_mm"], hc_uncalibrated_mm=res["hc_uncalibrated_mm"],
-                       confidence=res["confidence"], processing_ms=res["processing_ms"])
+                       confidence=res["confidence"], processing_ms=res["processing_ms"], model_ms=res.get("model_ms"),
+                       border_points_dropped=res.get("border_points_dropped"), rim_support=res.get("rim_support"))
             if ref_hc is not None:
                 row["hc_err_mm"] = res["hc_mm"] - ref_hc
             if truth is not None:
@@ -118,14 +119,27 @@ def summarise(rows: list[dict]) -> dict:
         ref, pred = arr("hc_ref_mm"), arr("hc_mm")
         if len(ref) == len(pred) and len(ref) > 2:
             m["hc_icc"] = icc_a1(pred, ref)
+        if len(ref) == len(err) and len(ref) >= 6:
+            m["hc_mae_by_tercile_mm"] = mae_by_tercile(ref, err)
     if len(d):
         m.update(dice=float(np.mean(d)), dice_sd=float(np.std(d)))
     if len(j):
         m["iou"] = float(np.mean(j))
     if len(hd):
         m["hausdorff_mm"] = float(np.mean(hd[np.isfinite(hd)])) if np.isfinite(hd).any() else None
+    ms = arr("processing_ms")
+    if len(ms):
+        m["processing_ms_median"] = float(np.median(ms))
     m.update(confidence_as_qc(ok))
     return m
+
+
+def mae_by_tercile(ref_mm: np.ndarray, err_mm: np.ndarray) -> dict:
+    """HC mean absolute error in the small / middle / large thirds of the reference HC (with the cut points)."""
+    cuts = np.quantile(ref_mm, [1 / 3, 2 / 3])
+    part = np.digitize(ref_mm, cuts)
+    return {"cuts_mm": [round(float(c), 1) for c in cuts],
+            **{name: float(np.mean(np.abs(err_mm[part == i]))) for i, name in enumerate(("small", "middle", "large"))}}
 
 
 QC_TOLERANCE_MM = 3.0  # an HC off by more than this is a measurement to redo
@@ -186,18 +200,19 @@ def bland_altman_plot(rows: list[dict], path: Path, title: str) -> Path | None:
 
 
 def evaluate(data: str | Path, weights: str | Path | None = None, out: str | Path | None = None,
-             split: str = "val", progress: bool = True) -> dict:
+             split: str = "val", progress: bool = True, tta: bool | None = None) -> dict:
     """Score a model on HC data; writes metrics.json, per_image.csv, bland_altman.png, qc_roc_pr.png, worst_cases.png."""
     from fetal_detect.pipeline.hc import HCMeasurer
 
     out = Path(out or settings.RUNS_DIR / "evaluate" / "hc-seg" / Path(str(data)).name)
     out.mkdir(parents=True, exist_ok=True)
     items, problems, described = items_for(data, split, out)
-    measurer = HCMeasurer(weights)
+    measurer = HCMeasurer(weights, tta=tta)
     rows, overlays = score(items, measurer, progress)
     rows += [{"image": p["file"], "status": "failed", "error": p["error"]} for p in problems]
     metrics = {"task": "hc-seg", "data": described, "weights": str(measurer.predictor.weights),
-               "calibration": measurer.calibration.__dict__, **summarise(rows)}
+               "calibration": measurer.calibration.__dict__, "tta": "mirror" if measurer.tta else "none",
+               **summarise(rows)}
     write_json(out / "metrics.json", metrics)
     write_csv(out / "per_image.csv", rows)
     bland_altman_plot(rows, out / "bland_altman.png", f"HC: {described}")
