@@ -22,9 +22,10 @@ import cv2
 import numpy as np
 
 DEFAULT_INTERVAL_MM = 5.0
-MIN_TICKS = 6
+MIN_TICKS = 5
 PLAUSIBLE_MM = (0.02, 1.0)  # mm per px of a B-mode screenshot; anything else is refused
 EDGE_FRACTION = 0.25  # rulers are searched in this share of the width on each side
+MIN_CONTRAST = 50.0  # grey levels a tick stands above its surroundings (speckle in tissue: ~20-50)
 MIN_PERIOD_PX = 15.0  # ticks closer than this are not a readable depth ruler
 
 
@@ -42,11 +43,13 @@ class Ruler:
     confidence: float = 0.0
     side: str | None = None  # "left" / "right" image edge
     rms_px: float | None = None
-    pattern: str | None = None  # "uniform" or "major every N"
+    pattern: str | None = None  # "uniform", "alternating", "major every N", ...
+    x_spread_px: float | None = None  # how well the ticks line up in one column (std of their inner end)
+    contrast: float | None = None  # median tick brightness above its surroundings (grey levels)
 
     def as_dict(self) -> dict:
         d = asdict(self)
-        for k in ("pixel_size_mm", "spacing_px", "rms_px", "confidence"):
+        for k in ("pixel_size_mm", "spacing_px", "rms_px", "confidence", "x_spread_px", "contrast"):
             if d[k] is not None:
                 d[k] = round(float(d[k]), 6 if k == "pixel_size_mm" else 3)
         d["ticks"] = [[round(x, 1), round(y, 2)] for x, y in self.ticks]
@@ -58,9 +61,11 @@ def _refuse(reason: str, interval_mm: float | None, **kw) -> Ruler:
 
 
 def tick_response(grey: np.ndarray) -> np.ndarray:
-    """Brightness of thin horizontal marks (rows < 7 px tall) above their vertical surroundings."""
-    kernel = cv2.getStructuringElement(cv2.MORPH_RECT, (1, 9))
-    return cv2.morphologyEx(grey, cv2.MORPH_TOPHAT, kernel).astype(np.float32)
+    """Brightness of small marks (< 9 px tall, < 21 px long) above their surroundings: ticks stay, long
+    echoes (tissue streaks, the sector edge) and tall blobs go."""
+    tall = cv2.morphologyEx(grey, cv2.MORPH_TOPHAT, cv2.getStructuringElement(cv2.MORPH_RECT, (1, 9)))
+    wide = cv2.morphologyEx(grey, cv2.MORPH_TOPHAT, cv2.getStructuringElement(cv2.MORPH_RECT, (21, 1)))
+    return np.minimum(tall, wide).astype(np.float32)
 
 
 def _column_scores(resp: np.ndarray, lo: float, hi: float) -> tuple[np.ndarray, np.ndarray]:
@@ -280,18 +285,24 @@ def _candidate(resp: np.ndarray, x: int, period_guess: float, interval_mm: float
     extra = int(others.sum())
     lengths = x2s - x1s + 1
     aligned = min(np.std(x1s), np.std(x2s))
-    kw = dict(side=side, spacing_px=float(abs(t)), ticks=ticks, rms_px=rms)
+    contrast = float(np.median(strength[inl]))
+    kw = dict(side=side, spacing_px=float(abs(t)), ticks=ticks, rms_px=rms, x_spread_px=float(aligned),
+              contrast=contrast)
     t = abs(t)
     if t < MIN_PERIOD_PX:
         return _refuse(f"tick spacing {t:.1f} px is too small to be a depth ruler", interval_mm, **kw)
-    if rms > max(0.7, 0.04 * t) or np.abs(resid).max() > max(1.6, 0.1 * t):
+    if rms > max(0.6, 0.02 * t) or np.abs(resid).max() > max(1.5, 0.05 * t):
         return _refuse(f"irregular tick gaps (rms {rms:.2f} px of {t:.1f} px spacing)", interval_mm, **kw)
     if n < 0.7 * span:
         return _refuse(f"ticks missing: {n} of {span} expected positions", interval_mm, **kw)
-    if extra > max(1, 0.25 * n):
+    if extra > max(2, 0.35 * n):
         return _refuse(f"{extra} marks between the ticks: not a clean ruler column", interval_mm, **kw)
     if aligned > 2.0:
         return _refuse(f"ticks not aligned in a column (x spread {aligned:.1f} px)", interval_mm, **kw)
+    if contrast < MIN_CONTRAST:
+        return _refuse(f"marks too faint for ruler ticks (contrast {contrast:.0f} < {MIN_CONTRAST})", interval_mm, **kw)
+    if n < 6 and (aligned > 1.0 or n < span):  # the fewest ticks allowed: only a clean, gap-free column
+        return _refuse(f"only {n} ticks and they are not a clean column", interval_mm, **kw)
     if (x1s <= offset).any() or (x2s >= offset + w - 1).any():
         return _refuse("marks touch the image border: not ruler ticks", interval_mm, **kw)
     if np.median(lengths) > 40:
@@ -309,7 +320,7 @@ def _candidate(resp: np.ndarray, x: int, period_guess: float, interval_mm: float
         return _refuse(f"implausible pixel size {px:.4f} mm ({t:.1f} px per {interval:g} mm)", interval, **kw)
     conf = min(1.0, n / 10) * math.exp(-rms / max(0.5, 0.05 * t)) * (1 - extra / (n + extra)) * (n / span)
     return Ruler(px, f"{n} ticks {t:.2f} px apart ({interval:g} mm each, {how})", "ruler", interval, how, t,
-                 ticks, round(conf, 3), side, rms, pattern)
+                 ticks, round(conf, 3), side, rms, pattern, float(aligned), contrast)
 
 
 def read_ruler(grey: np.ndarray, interval_mm: float | None = None, min_ticks: int = MIN_TICKS) -> Ruler:
@@ -336,9 +347,9 @@ def read_ruler(grey: np.ndarray, interval_mm: float | None = None, min_ticks: in
         order = np.argsort(score)[::-1]
         tried = []
         for x in order[:40]:
-            if score[x] < 0.25 or len(tried) >= 3:
+            if score[x] < 0.25 or len(tried) >= 6:
                 break
-            if any(abs(x - t) < 6 for t in tried):
+            if any(abs(x - t) < 2 for t in tried):
                 continue
             tried.append(int(x))
             cands.append((float(score[x]), _candidate(resp, int(x), float(lag[x]), interval_mm, min_ticks, side, x0)))
