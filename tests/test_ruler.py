@@ -130,3 +130,24 @@ def test_calibrate_command_prints_one_json_line_per_image(tmp_path, capsys):
     assert "error" in out[2] and out[2]["pixel_size_mm"] is None
     assert main(["calibrate", str(good), "--interval-mm", "10"]) == 0
     assert json.loads(capsys.readouterr().out)["pixel_size_mm"] == pytest.approx(10 / 32.5, rel=0.005)
+
+
+def with_bottom_ruler(image, spacing, n, heights=(10,), x0=60.0, value=230):
+    """A horizontal ruler along the bottom edge: vertical ticks ``spacing`` px apart, ``heights`` cycling."""
+    img = image.copy()
+    h = img.shape[0]
+    for i in range(n):
+        x = x0 + i * spacing
+        c, f = int(np.floor(x)), x - np.floor(x)
+        hh = heights[i % len(heights)]
+        img[h - hh:, c] = np.maximum(img[h - hh:, c], int(value * (1 - f)))
+        img[h - hh:, c + 1] = np.maximum(img[h - hh:, c + 1], int(value * f))
+    return img
+
+
+def test_bottom_ruler_plain_ticks_are_1_cm_and_alternating_ticks_5_mm():
+    plain = read_ruler(with_bottom_ruler(dark(), 52.3, 11))
+    assert plain.side == "bottom" and plain.pixel_size_mm == pytest.approx(10 / 52.3, rel=0.005), plain.reason
+    alt = read_ruler(with_bottom_ruler(dark(), 26.2, 21, heights=(12, 6)))
+    assert alt.pattern == "alternating" and alt.pixel_size_mm == pytest.approx(5 / 26.2, rel=0.005), alt.reason
+    assert all(y > 400 for _, y in alt.ticks)

@@ -25,6 +25,7 @@ DEFAULT_INTERVAL_MM = 5.0
 MIN_TICKS = 5
 PLAUSIBLE_MM = (0.02, 1.0)  # mm per px of a B-mode screenshot; anything else is refused
 EDGE_FRACTION = 0.25  # rulers are searched in this share of the width on each side
+BOTTOM_FRACTION = 0.06  # and a horizontal ruler in this share of the height at the bottom
 MIN_CONTRAST = 50.0  # grey levels a tick stands above its surroundings (speckle in tissue: ~20-50)
 MIN_PERIOD_PX = 15.0  # ticks closer than this are not a readable depth ruler
 
@@ -66,6 +67,15 @@ def tick_response(grey: np.ndarray) -> np.ndarray:
     tall = cv2.morphologyEx(grey, cv2.MORPH_TOPHAT, cv2.getStructuringElement(cv2.MORPH_RECT, (1, 9)))
     wide = cv2.morphologyEx(grey, cv2.MORPH_TOPHAT, cv2.getStructuringElement(cv2.MORPH_RECT, (21, 1)))
     return np.minimum(tall, wide).astype(np.float32)
+
+
+def bottom_response(strip: np.ndarray) -> np.ndarray:
+    """Ticks of a horizontal ruler (short vertical marks, bright on black or dark over the image) in a
+    bottom strip, transposed so that the ruler runs down the columns like a depth ruler."""
+    t = np.ascontiguousarray(strip.T)
+    kernel = cv2.getStructuringElement(cv2.MORPH_RECT, (1, 7))
+    return np.maximum(cv2.morphologyEx(t, cv2.MORPH_TOPHAT, kernel),
+                      cv2.morphologyEx(t, cv2.MORPH_BLACKHAT, kernel)).astype(np.float32)
 
 
 def _column_scores(resp: np.ndarray, lo: float, hi: float) -> tuple[np.ndarray, np.ndarray]:
@@ -204,15 +214,34 @@ def _pattern(lengths: np.ndarray, k: np.ndarray) -> str:
     return " + ".join(parts) or "uniform"
 
 
-def auto_interval_mm(pattern: str | None) -> float | None:
+def _alternates(lengths: np.ndarray, k: np.ndarray) -> bool:
+    """Every other tick clearly longer (ignoring a single longest centre tick)."""
+    k = k.astype(int)
+    keep = lengths < lengths.max() if (lengths == lengths.max()).sum() == 1 else np.ones(lengths.size, bool)
+    even, odd = lengths[keep & (k % 2 == 0)], lengths[keep & (k % 2 == 1)]
+    if even.size < 2 or odd.size < 2:
+        return False
+    short, long_ = sorted((even, odd), key=np.median)
+    return np.median(long_) >= 1.4 * np.median(short) and np.mean(long_ > np.median(short) * 1.2) >= 0.75
+
+
+def auto_interval_mm(pattern: str | None, side: str = "left") -> float | None:
     """Tick interval implied by the tick pattern, or None when the pattern is ambiguous.
+
+    The horizontal ruler along the bottom edge (``side="bottom"``) alternates short and long ticks
+    (or shows minor ticks half-way) when they are 5 mm apart and has plain ticks (a longer centre tick at
+    most) when they are 1 cm apart.
+    On a vertical depth ruler:
 
     Alternating tick lengths (1 cm marks over 5 mm ticks) and long ticks every 10 ticks (5 cm) mean
     5 mm ticks; plain ticks are taken as 5 mm (the scanners in ../shared/data). Long ticks every 5 with
     nothing in between occur with 1 cm ticks (5 cm majors) and with 5 mm ticks (2.5 cm majors) on the
     same scanner: ambiguous, so None (refused unless the user gives the interval).
     """
-    return None if pattern == "major every 5" else DEFAULT_INTERVAL_MM
+    pattern = pattern or "uniform"
+    if side == "bottom":
+        return DEFAULT_INTERVAL_MM if pattern.startswith("alternating") else 10.0
+    return None if pattern.startswith("major every 5") else DEFAULT_INTERVAL_MM
 
 
 def _merge(pk: np.ndarray, prof: np.ndarray, gap: int = 3) -> np.ndarray:
@@ -276,7 +305,7 @@ def _candidate(resp: np.ndarray, x: int, period_guess: float, interval_mm: float
     span = int(kin.max() - kin.min()) + 1
     x1s = np.array([g[2] for g in geo])[inl] + offset
     x2s = np.array([g[3] for g in geo])[inl] + offset
-    ticks = [[g[0] + offset, g[1]] for g, ok in zip(geo, inl) if ok]
+    ticks = [[g[0] + offset, g[1]] if side != "bottom" else [g[1], g[0] + offset] for g, ok in zip(geo, inl) if ok]
     strength = prof[pk]
     y_lo, y_hi = ys[inl].min() - 0.5 * t, ys[inl].max() + 0.5 * t
     others = (ys > y_lo) & (ys < y_hi) & ~inl & (strength >= 0.5 * np.median(strength[inl]))
@@ -303,15 +332,21 @@ def _candidate(resp: np.ndarray, x: int, period_guess: float, interval_mm: float
         return _refuse(f"marks too faint for ruler ticks (contrast {contrast:.0f} < {MIN_CONTRAST})", interval_mm, **kw)
     if n < 6 and (aligned > 1.0 or n < span):  # the fewest ticks allowed: only a clean, gap-free column
         return _refuse(f"only {n} ticks and they are not a clean column", interval_mm, **kw)
-    if (x1s <= offset).any() or (x2s >= offset + w - 1).any():
+    if side != "bottom" and ((x1s <= offset).any() or (x2s >= offset + w - 1).any()):
         return _refuse("marks touch the image border: not ruler ticks", interval_mm, **kw)
     if np.median(lengths) > 40:
         return _refuse(f"marks {np.median(lengths):.0f} px long are not ruler ticks", interval_mm, **kw)
-    pattern = _pattern(lengths, kin) + (f" ({pattern})" if pattern else "")
+    if side == "bottom":  # only a clear short/long alternation says 5 mm here; read it from the tick heights
+        alternating = _alternates(lengths, kin)
+        if pattern and not alternating:
+            return _refuse("marks half-way between the ticks are not minor ticks", interval_mm, **kw)
+        pattern = "alternating" if alternating else "plain"
+    else:
+        pattern = _pattern(lengths, kin) + (f" ({pattern})" if pattern else "")
     if interval_mm is not None:
         interval, how = interval_mm, "user"
     else:
-        interval, how = auto_interval_mm(pattern), "default"
+        interval, how = auto_interval_mm(pattern, side), "default"
         if interval is None:
             return _refuse("tick pattern fits both 5 mm and 1 cm ticks (long tick every 5): give the interval",
                            None, pattern=pattern, **kw)
@@ -341,8 +376,12 @@ def read_ruler(grey: np.ndarray, interval_mm: float | None = None, min_ticks: in
     edge = max(8, int(round(EDGE_FRACTION * w)))
     lo, hi = MIN_PERIOD_PX, h / (min_ticks - 1)
     cands = []
-    for side, x0, x1 in (("left", 0, edge), ("right", w - edge, w)):
-        resp = tick_response(grey[:, x0:x1])
+    hb = max(24, int(round(BOTTOM_FRACTION * h)))
+    strips = [("left", lambda: tick_response(grey[:, :edge]), 0, lo, hi),
+              ("right", lambda: tick_response(grey[:, w - edge:]), w - edge, lo, hi),
+              ("bottom", lambda: bottom_response(grey[h - hb:, :]), h - hb, lo, w / (min_ticks - 1))]
+    for side, response, x0, lo, hi in strips:
+        resp = response()
         score, lag = _column_scores(resp, lo, hi)
         order = np.argsort(score)[::-1]
         tried = []
@@ -359,9 +398,9 @@ def read_ruler(grey: np.ndarray, interval_mm: float | None = None, min_ticks: in
     if ok:
         ok.sort(key=lambda c: -c[0])
         best = ok[0][1]
-        others = [r for _, r in ok[1:] if r.side != best.side or abs(r.ticks[0][0] - best.ticks[0][0]) > 6]
-        if others and abs(others[0].pixel_size_mm / best.pixel_size_mm - 1) > 0.05 and ok[1][0] > 0.8 * ok[0][0]:
-            return _refuse("two tick columns disagree on the scale", interval_mm)
+        other = next(((sc, r) for sc, r in ok[1:] if r.side != best.side), None)
+        if other and abs(other[1].pixel_size_mm / best.pixel_size_mm - 1) > 0.05 and other[0] > 0.5 * ok[0][0]:
+            return _refuse(f"the {best.side} and {other[1].side} rulers disagree on the scale", interval_mm)
         return best
     cands.sort(key=lambda c: -c[0])
     return cands[0][1]
