@@ -39,7 +39,11 @@ FORMATS = ("parquet", "csv")
 HEAD = ("path", "sha256", "plane", "plane_confidence", "task")
 TAIL = ("quality", "status", "error", "pixel_size_mm", "pixel_size_source", "units", "models", "version",
         "processing_ms")
-KNOWN_MEASUREMENTS = ("hc_mm", "bpd_mm", "ofd_mm", "ga_weeks", "hc_uncalibrated_mm", "hc_px", "bpd_px", "ofd_px")
+KNOWN_MEASUREMENTS = ("hc_mm", "bpd_mm", "ofd_mm", "ga_weeks", "hc_uncalibrated_mm", "hc_px", "bpd_px", "ofd_px",
+                      "nt_mm", "nt_px")
+# per task, result fields that are always columns of its rows (empty when absent; lists joined by ';')
+RESULT_COLUMNS = {"nt": ("nt_mm", "nt_px", "plane_ok", "missing", "plane_score", "nt_box_source")}
+TEXT_COLUMNS = ("missing", "nt_box_source")
 KIND_MODEL = {"auto": "hc-seg", "hc": "hc-seg", "nt": "nt-det", "cns": "cns-det"}  # bare --weights goes here
 TIMING = ("processing_ms",)  # columns that differ between runs of the same images
 
@@ -60,6 +64,7 @@ class BatchConfig:
     weights: dict = field(default_factory=dict)  # model task (e.g. "hc-seg") -> .pt / .onnx path
     pixel_size_mm: float | None = None  # --pixel-size: for images with no CSV value; wins over DICOM and ruler
     overlays: str | None = None
+    strict_plane: bool = False  # NT: refuse a doubtful plane instead of flagging it
     skip_hashes: frozenset = frozenset()
     threads: int = 1  # torch/onnxruntime threads per worker
 
@@ -186,8 +191,7 @@ class Worker:
         row = {"path": str(path), "sha256": sha, "plane": None, "plane_confidence": None,
                "task": None if self.cfg.task == "auto" else self.cfg.task}
         try:
-            self._analyze(row, pixel_size_mm)
-            row.update(status="ok", error=None)
+            row.update(status=self._analyze(row, pixel_size_mm), error=None)
         except FetalDetectError as e:
             row.update(status="error", error=str(e))
         except Exception as e:  # noqa: BLE001  (never stop the batch on one image)
@@ -197,8 +201,8 @@ class Worker:
         row["processing_ms"] = round((time.perf_counter() - t0) * 1000, 1)
         return row
 
-    def _analyze(self, row: dict, pixel_size_mm: float | None) -> None:
-        """Fill ``row`` in place (so the pixel size is kept even when the analysis then fails)."""
+    def _analyze(self, row: dict, pixel_size_mm: float | None) -> str:
+        """Fill ``row`` in place (so the pixel size is kept even when the analysis then fails); the status."""
         from fetal_detect.io import load_image
         from fetal_detect.measure.calibration import calibrate
 
@@ -210,7 +214,7 @@ class Worker:
         px = cal.pixel_size_mm
         row.update(pixel_size_mm=px, pixel_size_source=cal.source)
         try:
-            report = self.analyzer.analyze(loaded.image, px, self.cfg.task)
+            report = self.analyzer.analyze(loaded.image, px, self.cfg.task, strict_plane=self.cfg.strict_plane)
         except FetalDetectError as e:  # e.g. "no skull found": name the file in the message
             raise FetalDetectError(f"{Path(path).name}: {e}") from None
         result = report.get("result", {})
@@ -222,18 +226,21 @@ class Worker:
         row.update(plane=report.get("plane"), plane_confidence=report.get("plane_confidence"),
                    task=report.get("task"), **meas, quality=q,
                    units=result.get("units"), models=models_string(report.get("models")) or self.models)
+        for k in RESULT_COLUMNS.get(report.get("task"), ()):
+            v = row.get(k, result.get(k))
+            row[k] = ";".join(map(str, v)) if isinstance(v, (list, tuple)) else v
         if self.cfg.overlays:
-            row["overlay"] = self._overlay(loaded.image, result, path, row["sha256"],
+            row["overlay"] = self._overlay(loaded.image, report.get("task"), result, path, row["sha256"],
                                            cal.ruler if cal.source == "ruler" else None)
+        return report.get("status", "ok")
 
-    def _overlay(self, image, result: dict, path: str, row_sha: str | None, ruler: dict | None = None) -> str | None:
-        from fetal_detect.report import draw_boxes, draw_hc, write_image
+    def _overlay(self, image, task: str | None, result: dict, path: str, row_sha: str | None,
+                 ruler: dict | None = None) -> str | None:
+        from fetal_detect.pipeline.analyze import draw_result
+        from fetal_detect.report import write_image
 
-        if "ellipse" in result:
-            img = draw_hc(image, result)
-        elif result.get("instances"):
-            img = draw_boxes(image, result["instances"])
-        else:
+        img = draw_result(image, task, result)
+        if img is None:
             return None
         if ruler:
             from fetal_detect.measure.ruler import draw_ruler
@@ -462,7 +469,12 @@ def consolidate(rows: list[dict], out: Path, fmt: str) -> int:
     cols = [*HEAD, *meas, *TAIL] + (["overlay"] if "overlay" in keys else [])
     df = pd.DataFrame([{c: r.get(c) for c in cols} for r in rows], columns=cols)
     for c in [*meas, "plane_confidence", "quality", "pixel_size_mm", "processing_ms"]:
-        df[c] = pd.to_numeric(df[c], errors="coerce").astype("float64")
+        if c in TEXT_COLUMNS:
+            df[c] = df[c].astype("string")
+        elif c == "plane_ok":
+            df[c] = df[c].astype("boolean")
+        else:
+            df[c] = pd.to_numeric(df[c], errors="coerce").astype("float64")
     for c in ("path", "sha256", "plane", "task", "status", "error", "pixel_size_source", "units", "models",
               "version"):
         df[c] = df[c].astype("string")
@@ -500,7 +512,7 @@ def parse_weights(task: str, weights: Iterable[str] | dict | None) -> dict:
 def run_batch(src: str | Path, out: str | Path, task: str = "auto", engine: str = "local", workers: int | None = None,
               fmt: str | None = None, weights=None, overlays: str | Path | None = None,
               pixel_size_mm: float | None = None, address: str | None = None, retry_errors: bool = False,
-              progress: bool = True) -> dict:
+              progress: bool = True, strict_plane: bool = False) -> dict:
     """Analyse every image of ``src`` into ``out``; returns a summary (counts, seconds, images/s)."""
     from fetal_detect.pipeline.analyze import TASKS
 
@@ -516,7 +528,7 @@ def run_batch(src: str | Path, out: str | Path, task: str = "auto", engine: str 
     done = read_rows(out, fmt)
     skip = frozenset(r["sha256"] for r in done if r.get("sha256") and (r.get("status") == "ok" or not retry_errors))
     cfg = BatchConfig(task=task, weights=parse_weights(task, weights), pixel_size_mm=pixel_size_mm,
-                      overlays=str(overlays) if overlays else None, skip_hashes=skip)
+                      overlays=str(overlays) if overlays else None, skip_hashes=skip, strict_plane=strict_plane)
     rows = run_local(items, cfg, workers) if engine == "local" else run_ray(items, cfg, workers, address)
     counts = {"new": 0, "skipped": 0, "ok": 0, "error": 0}
     t0, t_first = time.perf_counter(), None
@@ -533,7 +545,7 @@ def run_batch(src: str | Path, out: str | Path, task: str = "auto", engine: str 
             journal.write(row)
             t_first = t_first or time.perf_counter()
             counts["new"] += 1
-            counts[row["status"]] += 1
+            counts[row["status"]] = counts.get(row["status"], 0) + 1
     finally:
         bar.close()
         journal.close()

@@ -46,6 +46,23 @@ def draw_boxes(image: np.ndarray, instances: Iterable[dict], color=GREEN) -> np.
     return out
 
 
+def draw_calipers(out: np.ndarray, a, b, color=YELLOW, tick: float | None = None) -> None:
+    """On-to-on calipers in place: a line between the two points and a short bar across it at each."""
+    a, b = np.asarray(a, float), np.asarray(b, float)
+    d = b - a
+    n = np.linalg.norm(d)
+    u = d / n if n > 1e-6 else np.array([0.0, 1.0])
+    perp = np.array([-u[1], u[0]]) * (tick or max(4.0, 0.004 * max(out.shape[:2])))
+    cv2.line(out, *_fixed(a, b), color, 1, cv2.LINE_AA, shift=4)
+    for p in (a, b):
+        cv2.line(out, *_fixed(p - perp, p + perp), color, 2, cv2.LINE_AA, shift=4)
+
+
+def _fixed(*points) -> list[tuple[int, int]]:
+    """Points as OpenCV 4-bit fixed-point (``shift=4``) integer tuples: sub-pixel drawing."""
+    return [tuple(int(v) for v in np.round(np.asarray(p, float) * 16)) for p in points]
+
+
 def contact_sheet(tiles: list[np.ndarray], captions: list[str] | None = None, cols: int = 4,
                   tile_w: int = 320) -> np.ndarray:
     """Grid of BGR tiles resized to ``tile_w`` wide, each with an optional caption."""

@@ -7,7 +7,9 @@ import pytest
 from fetal_detect.cli import main
 from fetal_detect.data.phantom import make_nt
 from fetal_detect.errors import FetalDetectError
-from fetal_detect.measure.nt import measure_nt, nt_centile, plane_check, risk_note
+from fetal_detect.measure.nt import measure_nt
+from fetal_detect.measure.nt_plane import PlaneCalibration, plane_evidence
+from fetal_detect.measure.nt_risk import nt_centile, risk_note
 from fetal_detect.pipeline.nt import NTMeasurer
 from fetal_detect.report import write_image
 from fetal_detect.runtime import Instance, Prediction
@@ -74,15 +76,18 @@ class _FakeDetector:
         return Prediction(instances=list(self.instances))
 
 
-def test_unsuitable_plane_returns_no_number():
+def test_doubtful_plane_is_measured_and_flagged_unless_strict():
     ph = make_nt(7, pixel_size_mm=0.1, nt_mm=2.5)
     m = NTMeasurer(predictor=_FakeDetector(ph.boxes, drop=("nasal bone", "CM")), use_seg=False)
     res = m(ph.image, 0.1)
-    assert res["plane_ok"] is False and set(res["missing"]) == {"nasal bone", "CM"}
-    assert res["nt_mm"] is None and res["status"] == "unsuitable_plane"
-    ok = NTMeasurer(predictor=_FakeDetector(ph.boxes), use_seg=False)
+    assert res["status"] == "ok" and res["plane_ok"] is False and set(res["missing"]) == {"nasal bone", "CM"}
+    assert abs(res["nt_mm"] - 2.5) <= 0.1 and res["plane_score"] < 1 and len(res["plane_reasons"]) == 2
+    strict = m(ph.image, 0.1, strict_plane=True)
+    assert strict["nt_mm"] is None and strict["status"] == "unsuitable_plane"
+    assert abs(strict["nt_mm_unsuitable_plane"] - 2.5) <= 0.1
+    ok = NTMeasurer(predictor=_FakeDetector(ph.boxes), use_seg=False, strict_plane=True)
     res = ok(ph.image, 0.1)
-    assert res["plane_ok"] is True and abs(res["nt_mm"] - 2.5) <= 0.1
+    assert res["plane_ok"] is True and res["plane_score"] == 1 and abs(res["nt_mm"] - 2.5) <= 0.1
 
 
 class _FakeSegmenter:
@@ -107,9 +112,47 @@ def test_segmenter_finds_the_band_when_the_detector_misses_the_nt():
         NTMeasurer(predictor=_FakeDetector(ph.boxes, drop=("NT",)), seg_predictor=_FakeSegmenter(None))(ph.image, 0.1)
 
 
-def test_plane_check_and_centiles():
-    assert plane_check({"palate": 0.9})["missing"] == ["nasal bone", "thalami", "midbrain", "IT", "CM"]
+def test_centiles():
     lo, hi = nt_centile(1.2, 38.0), nt_centile(2.7, 84.0)
     assert lo["nt_centile"] == pytest.approx(50, abs=0.5) and hi["nt_centile"] == pytest.approx(95, abs=0.5)
     with pytest.raises(FetalDetectError, match="outside the reference range"):
         nt_centile(2.0, 120.0)
+
+
+# head frame: thalami at the origin, palate one unit to the right (anterior); v = down (midbrain side)
+_GEO = PlaneCalibration(
+    thresholds={"nasal bone": 0.05, "palate": 0.3, "thalami": 0.3, "midbrain": 0.3, "IT": 0.3, "CM": 0.3, "NT": 0.1},
+    typical={"nasal bone": 0.2}, source="test",
+    geometry={"span": [1.0, 1.5], "nasal bone": [0.9, 1.1, -0.5, -0.35], "midbrain": [-0.45, -0.15, 0.4, 0.65],
+              "IT": [-0.2, 0.2, 0.65, 0.95], "CM": [-0.3, 0.3, 0.8, 1.2], "NT": [0.0, 1.7, 1.15, 1.95]})
+
+
+def _landmarks(mirror=False, nasal=(300, 55), nasal_score=0.08):
+    """Boxes (10 px squares) around centres in a 100 px head frame with thalami at (200, 100)."""
+    pts = {"thalami": (200, 100, 0.9), "palate": (300, 100, 0.8), "midbrain": (170, 150, 0.8),
+           "IT": (200, 180, 0.7), "CM": (200, 200, 0.6), "NT": (260, 250, 0.5), "nasal bone": (*nasal, nasal_score)}
+    out = []
+    for n, (x, y, s) in pts.items():
+        y = 200 - y if mirror else y
+        half = 40 if n == "thalami" else 5  # thalami box diagonal ~ 113 px: span 100/113 = 0.88 -> x0.85..1.5 ok
+        out.append((n, s, (x - half, y - half, x + half, y + half)))
+    return out
+
+
+def test_plane_evidence_uses_calibrated_thresholds_and_anatomy():
+    res = plane_evidence(_landmarks(), _GEO)
+    assert res["plane_ok"] and res["anatomy_checked"] and res["missing"] == []
+    assert 0.5 < res["plane_score"] < 1  # the nasal bone passes its low threshold but is weaker than typical
+    assert plane_evidence(_landmarks(mirror=True), _GEO)["plane_ok"]  # a mirrored image is the same anatomy
+    wrong = plane_evidence(_landmarks(nasal=(120, 55), nasal_score=0.9), _GEO)  # a "nasal bone" behind the head
+    assert not wrong["plane_ok"] and wrong["missing"] == ["nasal bone"]
+    assert "implausible" in wrong["plane_reasons"][0]
+    weak = plane_evidence(_landmarks(nasal_score=0.02), _GEO)
+    assert weak["missing"] == ["nasal bone"] and "below its threshold" in weak["plane_reasons"][0]
+    assert res["chosen"]["NT"][0] == 0.5
+
+
+def test_uncalibrated_plane_check_uses_the_default_threshold():
+    res = plane_evidence([("palate", 0.9, (0, 0, 5, 5))])
+    assert res["missing"] == ["nasal bone", "thalami", "midbrain", "IT", "CM"] and not res["anatomy_checked"]
+    assert res["plane_calibration"] == "uncalibrated" and res["plane_score"] == pytest.approx(1 / 6, abs=0.01)

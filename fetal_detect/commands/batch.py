@@ -7,6 +7,8 @@ from fetal_detect.batch import ENGINES, FORMATS
 
 
 def register(sub):
+    from fetal_detect.commands.measure import add_strict_plane
+
     p = sub.add_parser("batch", help="analyse a folder, glob or CSV of images into one Parquet/CSV table",
                        description="One row per image (path, sha256, plane, measurements in mm, quality, "
                                    "status, error, models, processing_ms). Re-running resumes.")
@@ -28,6 +30,7 @@ def register(sub):
     p.add_argument("--overlays", metavar="DIR", help="also write an overlay PNG per measured image here")
     p.add_argument("--address", help="join this Ray cluster (e.g. 'auto' or 'ray://head:10001') instead of "
                                      "starting a local one")
+    add_strict_plane(p)
     p.add_argument("--retry-errors", action="store_true", help="re-run images whose earlier row is an error")
     p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar on stderr")
     p.set_defaults(func=_run)
@@ -41,6 +44,7 @@ def _run(args) -> int:
     summary = run_batch(args.input, args.out, task=args.task, engine=args.engine, workers=args.workers, fmt=args.fmt,
                         weights=args.weights, overlays=args.overlays,
                         pixel_size_mm=positive_mm(args.pixel_size) if args.pixel_size else None,
-                        address=args.address, retry_errors=args.retry_errors, progress=args.progress)
+                        address=args.address, retry_errors=args.retry_errors, progress=args.progress,
+                        strict_plane=args.strict_plane)
     print_json(summary)
     return 0

@@ -91,7 +91,8 @@ def _nt(args) -> dict:
             raise FetalDetectError(f"--crl-mm must be a number of mm, got '{args.crl_mm}'") from None
     loaded, px = _load(args)
     measurer = NTMeasurer(args.weights, args.seg_weights, need_detector=box is None)
-    res = _finish(measurer(loaded.image, px, box=box, crl_mm=crl), args, loaded, measurer, draw_nt, t0)
+    res = _finish(measurer(loaded.image, px, box=box, crl_mm=crl, strict_plane=args.strict_plane), args, loaded,
+                  measurer, draw_nt, t0)
     return public(res)
 
 
@@ -99,6 +100,14 @@ def _nt_args(p):
     p.add_argument("--box", metavar="X1,Y1,X2,Y2", help="measure inside this NT region (px) without the detector")
     p.add_argument("--crl-mm", dest="crl_mm", metavar="MM", help="crown-rump length: adds the NT centile for that CRL")
     p.add_argument("--seg-weights", dest="seg_weights", help="nt-seg model for the band axis (default: the shipped one if any)")
+    add_strict_plane(p)
+
+
+def add_strict_plane(p):
+    """``--strict-plane``, shared by measure nt, analyze and batch."""
+    p.add_argument("--strict-plane", dest="strict_plane", action="store_true",
+                   help="NT: refuse a doubtful mid-sagittal plane (status unsuitable_plane, no NT value) instead of "
+                        "measuring it with plane_ok false and the reasons")
 
 
 KINDS = {"hc": (_hc, "head circumference, BPD, OFD (mm) and GA from the skull", _hc_args),

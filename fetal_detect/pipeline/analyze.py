@@ -56,7 +56,9 @@ class Analyzer:
             self._measurers["plane-cls"] = load_predictor(t, given) if given or shipped else None
         return self._measurers["plane-cls"]
 
-    def analyze(self, image: np.ndarray, pixel_size_mm: float | None = None, task: str = "auto") -> dict:
+    def analyze(self, image: np.ndarray, pixel_size_mm: float | None = None, task: str = "auto",
+                strict_plane: bool = False) -> dict:
+        """``strict_plane``: an NT on a doubtful plane is refused (``unsuitable_plane``) instead of flagged."""
         if task not in TASKS:
             raise FetalDetectError(f"task must be one of {', '.join(TASKS)}, got '{task}'")
         t0 = time.perf_counter()
@@ -78,9 +80,24 @@ class Analyzer:
             report["processing_ms"] = round((time.perf_counter() - t0) * 1000, 1)
             return report
         m = self.measurer(kind)
-        res = m(image, pixel_size_mm)
-        report = {"status": "ok", "task": kind, "plane": plane, "plane_confidence": plane_conf,
+        res = m(image, pixel_size_mm, **({"strict_plane": strict_plane} if kind == "nt" else {}))
+        report = {"status": res.get("status", "ok"), "task": kind, "plane": plane, "plane_confidence": plane_conf,
                   "measurements": {k: v for k, v in res.items() if k.endswith(("_mm", "_px", "_weeks"))},
                   "result": public(res), "models": {**models, kind: m.model_info}, "version": __version__}
         report["processing_ms"] = round((time.perf_counter() - t0) * 1000, 1)
         return report
+
+
+def draw_result(image: np.ndarray, task: str | None, result: dict) -> np.ndarray | None:
+    """The overlay of one measurement, as the measurer draws it: HC ellipse, NT calipers and band, else
+    the detected boxes; None when there is nothing to draw."""
+    from fetal_detect.report import draw_boxes, draw_hc
+
+    if task == "nt" and result.get("calipers"):
+        from fetal_detect.pipeline.nt import draw_nt
+
+        return draw_nt(image, result)
+    if "ellipse" in result:
+        return draw_hc(image, result)
+    dets = result.get("detections") or result.get("instances") or list((result.get("structures") or {}).values())
+    return draw_boxes(image, dets) if dets else None

@@ -54,7 +54,8 @@ def parse_pixel_size(text: str | None) -> float | None:
 
 def analyze_upload(analyzer, data: bytes, task: str = "auto", pixel_size_mm: float | None = None,
                    max_bytes: int = 20 * 1024 * 1024, max_pixels: int | None = None, max_frames: int = 300,
-                   include_image: bool = False, overlay: bool = False, ctx=None) -> tuple[dict, np.ndarray]:
+                   include_image: bool = False, overlay: bool = False, strict_plane: bool = False,
+                   ctx=None) -> tuple[dict, np.ndarray]:
     """Analyse one uploaded file (image or DICOM, still or cine) -> (response dict, analysed frame).
 
     ``pixel_size_mm`` (mm per px) overrides the DICOM calibration; without either, lengths are in px.
@@ -63,6 +64,7 @@ def analyze_upload(analyzer, data: bytes, task: str = "auto", pixel_size_mm: flo
     (400/413/415) for bad files; "nothing found" is a normal answer with ``status: "no_finding"``.
     ``ctx`` (a :class:`~fetal_detect.serve.app.JobContext`) is told the job's cost and checked before each
     frame (client gone or deadline passed: the analysis stops there).
+    ``strict_plane``: an NT on a doubtful plane is refused (``unsuitable_plane``) instead of flagged.
     """
     t0 = time.perf_counter()
     kw = {"max_pixels": max_pixels} if max_pixels else {}
@@ -86,7 +88,7 @@ def analyze_upload(analyzer, data: bytes, task: str = "auto", pixel_size_mm: flo
             check()
         quality = image_quality(frame)
         try:
-            report = analyzer.analyze(frame, px, task)
+            report = analyzer.analyze(frame, px, task, strict_plane=strict_plane)
         except FetalDetectError as e:
             if e.status != 422:  # bad request (task, pixel size): the same for every frame
                 raise
@@ -198,12 +200,18 @@ def overlay_primitives(report: dict, cal=None) -> dict:
     came from, empty unless calibrated from the ruler). Keeps the API JSON-only: the page renders it."""
     result = report.get("result") or {}
     calipers = []
-    for c in result.get("calipers") or report.get("calipers") or []:
+    raw = result.get("calipers") or report.get("calipers") or []
+    if _caliper_points(raw):  # one pair of points (the NT): [[x1, y1], [x2, y2]]
+        raw = [raw]
+    for c in raw:
         pts = _caliper_points(c)
         if pts:
             calipers.append(pts)
     ticks = (cal.ruler or {}).get("ticks", []) if cal is not None and cal.source == "ruler" else []
-    return {"ellipse": result.get("ellipse"), "calipers": calipers, "ruler_ticks": ticks,
+    extra = {}
+    if result.get("band_outline_xy"):  # NT: the traced band outline and the value with its unit
+        extra = {"band": result["band_outline_xy"], "label": result.get("value_label")}
+    return {"ellipse": result.get("ellipse"), "calipers": calipers, "ruler_ticks": ticks, **extra,
             "boxes": [{"name": d.get("name"), "confidence": d.get("confidence"), "box_xyxy": d["box_xyxy"]}
                       for d in detections(report)]}
 
@@ -218,22 +226,24 @@ def _caliper_points(c) -> list[list[float]] | None:
                 c = [[c["x1"], c["y1"]], [c["x2"], c["y2"]]]
         (x1, y1), (x2, y2) = c
         return [[float(x1), float(y1)], [float(x2), float(y2)]]
-    except (KeyError, TypeError, ValueError):
+    except (KeyError, TypeError, ValueError, IndexError):
         return None
 
 
 def draw_overlay(frame: np.ndarray, resp: dict) -> np.ndarray:
     """Server-side overlay (BGR) with the same primitives the page draws, via :mod:`fetal_detect.report`."""
-    from fetal_detect.report import YELLOW, draw_boxes, draw_hc
+    from fetal_detect.report import GREEN, _label, draw_boxes, draw_calipers, draw_hc
 
     ov = resp["overlay"]
     out = draw_hc(frame, resp["result"]) if ov.get("ellipse") else cv2.cvtColor(frame, cv2.COLOR_GRAY2BGR)
     if ov["boxes"]:
         out = draw_boxes(out, ov["boxes"])
-    for (x1, y1), (x2, y2) in ov["calipers"]:
-        cv2.line(out, (round(x1), round(y1)), (round(x2), round(y2)), YELLOW, 1, cv2.LINE_AA)
-        for x, y in ((x1, y1), (x2, y2)):
-            cv2.drawMarker(out, (round(x), round(y)), YELLOW, cv2.MARKER_CROSS, 8, 1)
+    if ov.get("band"):
+        cv2.polylines(out, [np.round(np.array(ov["band"]) * 16).astype(np.int32)], True, GREEN, 1, cv2.LINE_AA, shift=4)
+    for a, b in ov["calipers"]:
+        draw_calipers(out, a, b)
+    if ov.get("label"):
+        _label(out, [ov["label"]])
     if ov.get("ruler_ticks"):
         from fetal_detect.measure.ruler import draw_ruler
 

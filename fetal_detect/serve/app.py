@@ -53,7 +53,10 @@ ANALYZE_FORM = {  # documented by hand: the endpoint parses the form itself to e
             "include_image": {"type": "boolean", "default": False,
                               "description": "add the analysed frame as a PNG data URL (frame_png)"},
             "overlay": {"type": "boolean", "default": False,
-                        "description": "add a server-drawn overlay as a PNG data URL (overlay_png)"}}}}}},
+                        "description": "add a server-drawn overlay as a PNG data URL (overlay_png)"},
+            "strict_plane": {"type": "boolean", "default": False,
+                             "description": "NT: refuse a doubtful mid-sagittal plane (status unsuitable_plane) "
+                                            "instead of measuring it with plane_ok false"}}}}}},
     "responses": {"200": {"description": "the report: status, task, plane, measurements (mm), units, detections, "
                                          "overlay primitives, image_quality, image, model, processing_ms"},
                   "400": {"description": "bad or corrupt file, bad field"}, "401": {"description": "API key"},
@@ -346,10 +349,11 @@ def create_app(weights: dict | None = None, max_upload_mb: float = 20, max_pixel
             data = await _read_limited(upload, max_bytes, max_upload_mb)
             task = str(form.get("task") or "auto").strip().lower()[:40]
             px = parse_pixel_size(form.get("pixel_size_mm"))
-            flags = {k: _flag(form.get(k)) for k in ("include_image", "overlay")}
+            flags = {k: _flag(form.get(k)) for k in ("include_image", "overlay", "strict_plane")}
         ctx = JobContext(job_deadline_s)
         job = asyncio.ensure_future(pool.run(analyze_upload, data, task, px, max_bytes, max_pixels, max_frames,
-                                             flags["include_image"], flags["overlay"], ctx=ctx))
+                                             flags["include_image"], flags["overlay"], flags["strict_plane"],
+                                             ctx=ctx))
         del data
         resp, frame = await _unless_disconnected(request, job, ctx)
         if save_dir is not None:

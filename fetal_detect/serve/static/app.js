@@ -96,13 +96,19 @@ function drawOverlay(ctx, report) {
     }
     ctx.lineWidth = lw;
   }
+  if (ov.band && ov.band.length > 2) { // NT: the traced band outline
+    ctx.strokeStyle = COLORS.ellipse;
+    ctx.beginPath();
+    ov.band.forEach(([x, y], i) => (i ? ctx.lineTo(x, y) : ctx.moveTo(x, y)));
+    ctx.closePath();
+    ctx.stroke();
+  }
   ctx.strokeStyle = COLORS.caliper;
-  for (const [[x1, y1], [x2, y2]] of ov.calipers || []) {
+  for (const [[x1, y1], [x2, y2]] of ov.calipers || []) { // on-to-on: a bar across the line at each point
     line(ctx, x1, y1, x2, y2);
-    for (const [x, y] of [[x1, y1], [x2, y2]]) {
-      line(ctx, x - 4 * lw, y, x + 4 * lw, y);
-      line(ctx, x, y - 4 * lw, x, y + 4 * lw);
-    }
+    const n = Math.hypot(x2 - x1, y2 - y1) || 1;
+    const px = (-(y2 - y1) / n) * 4 * lw, py = ((x2 - x1) / n) * 4 * lw;
+    for (const [x, y] of [[x1, y1], [x2, y2]]) line(ctx, x - px, y - py, x + px, y + py);
   }
   ctx.strokeStyle = COLORS.ruler;
   for (const [x, y] of ov.ruler_ticks || []) { // the depth-ruler ticks the pixel size came from
@@ -182,6 +188,7 @@ function fillFacts(report) {
     ["pixel size", im.pixel_size_mm ? `${fmt(im.pixel_size_mm, 4)} mm (${SOURCES[im.pixel_size_source] ?? im.pixel_size_source})`
                                     : "none: lengths in px"],
     ["detections", String((report.detections || []).length)],
+    ...planeFacts(report.result || {}),
     ["model", `${report.model?.name ?? "–"} ${report.model?.weights ?? ""} (${report.model?.backend ?? ""})`],
     ["version", report.version],
     ["processing", `${report.processing_ms} ms`],
@@ -198,6 +205,12 @@ function fillFacts(report) {
   }
 }
 
+function planeFacts(result) { // NT: the plane check, as in the CLI, batch and API
+  if (result.plane_ok === undefined || result.plane_ok === null) return [];
+  return [["plane check", (result.plane_ok ? "ok" : "doubtful") + ` (score ${fmt(result.plane_score, 2)})`],
+          ["missing", (result.missing || []).length ? result.missing.join(", ") : "none"]];
+}
+
 function fmt(v, digits = 3) {
   return typeof v === "number" ? v.toFixed(digits) : "–";
 }
@@ -208,6 +221,8 @@ function csvOf(report, stem) {
     plane_confidence: report.plane_confidence, ...report.measurements, confidence: report.confidence,
     image_quality: report.image_quality?.score, pixel_size_mm: report.image?.pixel_size_mm,
     frame_index: report.image?.frame_index, detections: (report.detections || []).length,
+    plane_ok: report.result?.plane_ok, missing: (report.result?.missing || []).join(";"),
+    plane_score: report.result?.plane_score,
     processing_ms: report.processing_ms, model: report.model?.name, weights: report.model?.weights,
     version: report.version,
   };
