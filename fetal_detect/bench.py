@@ -107,7 +107,7 @@ class Runner:
         return failed
 
     def blob(self, images: list[np.ndarray]) -> np.ndarray:
-        from fetal_detect.runtime_onnx import preprocess_classify, preprocess_detect
+        from fetal_detect.runtime.onnx_predictor import preprocess_classify, preprocess_detect
 
         p = self.predictor
         if self.t.kind == "classify":

@@ -3,7 +3,7 @@
 ``export(task, fmt)`` wraps Ultralytics export with the task's dataset (``data=`` is always passed, so
 nothing reaches for COCO) and writes ``runs/export/<task>/<task>[-int8|-fp16].<ext>`` plus a JSON
 sidecar (task, classes, imgsz, preprocessing, pixel-size handling, source weights hash, HC
-calibration, quantisation, parity metrics) that :class:`fetal_detect.runtime_onnx.OnnxPredictor` reads.
+calibration, quantisation, parity metrics) that :class:`fetal_detect.runtime.onnx_predictor.OnnxPredictor` reads.
 
 INT8 ONNX: Ultralytics' ONNX export has no INT8, so the FP32 graph is quantised with
 ``onnxruntime.quantization.quantize_static`` (QDQ, per-channel weights) calibrated on real images of
@@ -64,7 +64,7 @@ def check_request(t: Task, fmt: str, int8: bool, half: bool) -> None:
         raise FetalDetectError("choose one of --int8 and --half")
     if fmt == "engine":
         # the package first: without it there is no need to import torch to look for a GPU
-        missing = ["the tensorrt package"] if not _has("tensorrt") else [] if _cuda() else ["a CUDA GPU"]
+        missing = ["the tensorrt package"] if not _has("tensorrt") else [] if settings.cuda_available() else ["a CUDA GPU"]
         if missing:
             raise FetalDetectError(f"{ENGINE_HINT} (missing: {', '.join(missing)})")
     if fmt == "openvino":
@@ -73,7 +73,7 @@ def check_request(t: Task, fmt: str, int8: bool, half: bool) -> None:
         if missing:
             raise FetalDetectError(f"OpenVINO export needs {' and '.join(missing)} (pip install 'fetal-detect[openvino]'"
                                    f"{' nncf' if 'nncf' in missing else ''}); not installed: use --format onnx")
-    if half and fmt in ("onnx", "torchscript") and not _cuda():
+    if half and fmt in ("onnx", "torchscript") and not settings.cuda_available():
         raise FetalDetectError(f"--half {fmt} export needs a CUDA GPU (none found); use --int8 for a smaller CPU model")
     if int8 and fmt == "torchscript":
         raise FetalDetectError("--int8 is available for onnx, engine and openvino, not torchscript")
@@ -81,14 +81,6 @@ def check_request(t: Task, fmt: str, int8: bool, half: bool) -> None:
 
 def _has(module: str) -> bool:
     return importlib.util.find_spec(module) is not None
-
-
-def _cuda() -> bool:
-    if not _has("torch"):
-        return False
-    import torch
-
-    return torch.cuda.is_available()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -209,11 +201,8 @@ def _sidecar_path(path: Path) -> Path:
 
 
 def _ultralytics_export(pt: Path, t: Task, fmt: str, imgsz: int, prepared, **kw) -> Path:
-    settings.configure_ultralytics_offline()
-    from ultralytics import YOLO
-
-    settings.disable_ultralytics_network()
-    args = dict(format=fmt, imgsz=imgsz, data=str(prepared.data), device=0 if _cuda() else "cpu", batch=1)
+    YOLO = settings.import_ultralytics().YOLO
+    args = dict(format=fmt, imgsz=imgsz, data=str(prepared.data), device=settings.torch_device(), batch=1)
     if fmt == "onnx":
         args.update(dynamic=kw.get("dynamic", True), simplify=kw.get("simplify", True) and _has("onnxslim"))
     if kw.get("int8"):
@@ -312,7 +301,7 @@ def quantize_onnx(fp32: Path, out: Path, prepared, t: Task, imgsz: int, n: int =
     from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType,
                                           quantize_static)
 
-    from fetal_detect.runtime_onnx import preprocess_classify, preprocess_detect
+    from fetal_detect.runtime.onnx_predictor import preprocess_classify, preprocess_detect
 
     fp32, out = Path(fp32).resolve(), Path(out).resolve()
     files = calibration_images(prepared, n)
@@ -372,11 +361,11 @@ def exported_predictor(t: Task, path: Path, conf: float = 0.25):
     from fetal_detect.runtime import TorchPredictor
 
     if Path(path).suffix == ".onnx":
-        from fetal_detect.runtime_onnx import OnnxPredictor
+        from fetal_detect.runtime.onnx_predictor import OnnxPredictor
 
         return OnnxPredictor(t, path, conf=conf)
     if Path(path).suffix == ".xml":
-        from fetal_detect.runtime_openvino import OpenVinoPredictor
+        from fetal_detect.runtime.openvino_predictor import OpenVinoPredictor
 
         return OpenVinoPredictor(t, path, conf=conf)
     return TorchPredictor(t, path, conf=conf)
@@ -425,12 +414,9 @@ def _hc_parity(t: Task, pt: Path, exported: Path, prepared, n: int | None) -> tu
 
 def _ultralytics_metrics(t: Task, weights: Path, prepared) -> dict:
     """mAP50 (box, or mask for segment) or top-1 accuracy from Ultralytics val on the whole val split."""
-    settings.configure_ultralytics_offline()
-    from ultralytics import YOLO
-
-    settings.disable_ultralytics_network()
+    YOLO = settings.import_ultralytics().YOLO
     args = dict(data=str(prepared.data), imgsz=read_sidecar(weights).get("imgsz") or t.imgsz, batch=1, split="val",
-                plots=False, verbose=False, device=0 if _cuda() else "cpu", workers=0,
+                plots=False, verbose=False, device=settings.torch_device(), workers=0,
                 project=str((settings.RUNS_DIR / "export" / "val").resolve()), name=Path(weights).stem, exist_ok=True)
     r = YOLO(str(weights), task=t.kind).val(**args)
     if t.kind == "classify":

@@ -59,7 +59,7 @@ def quantize_openvino(model, onnx_fp32: Path, prepared, t: Task, imgsz: int, n: 
     nncf.set_log_level(logging.WARNING)  # its INFO lists every node it leaves alone
     from fetal_detect.export import calibration_images, head_nodes
     from fetal_detect.preprocess import apply, steps_for
-    from fetal_detect.runtime_onnx import preprocess_classify, preprocess_detect
+    from fetal_detect.runtime.onnx_predictor import preprocess_classify, preprocess_detect
 
     files = calibration_images(prepared, n)
     steps = steps_for(t, meta)

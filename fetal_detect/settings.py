@@ -94,4 +94,32 @@ def disable_ultralytics_network() -> None:
         SETTINGS.update(todo)
 
 
+def import_ultralytics():
+    """THE way to import Ultralytics here: offline set-up first, the package, then its network settings off.
+
+    Returns the ``ultralytics`` module (``import_ultralytics().YOLO``); every caller goes through this.
+    """
+    configure_ultralytics_offline()
+    import ultralytics
+
+    disable_ultralytics_network()
+    return ultralytics
+
+
+def cuda_available() -> bool:
+    """THE GPU probe: torch is installed and sees a CUDA device (False without torch, never an import error)."""
+    import importlib.util
+
+    if importlib.util.find_spec("torch") is None:
+        return False
+    import torch
+
+    return bool(torch.cuda.is_available())
+
+
+def torch_device() -> str:
+    """Ultralytics' device string for the fastest local device: ``"0"`` (first GPU) or ``"cpu"``."""
+    return "0" if cuda_available() else "cpu"
+
+
 configure_ultralytics_offline()

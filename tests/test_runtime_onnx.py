@@ -9,7 +9,7 @@ import pytest
 
 from fetal_detect.data.phantom import make_hc
 from fetal_detect.measure.geometry import dice
-from fetal_detect.runtime_onnx import letterbox, letterbox_shape, masks_native, nms
+from fetal_detect.runtime.onnx_predictor import letterbox, letterbox_shape, masks_native, nms
 
 
 @pytest.fixture(scope="module")
@@ -35,7 +35,7 @@ def test_classify_preprocess_close_to_ultralytics():
     from PIL import Image
     from ultralytics.data.augment import classify_transforms
 
-    from fetal_detect.runtime_onnx import preprocess_classify
+    from fetal_detect.runtime.onnx_predictor import preprocess_classify
 
     im = cv2.cvtColor(make_hc(3).image, cv2.COLOR_GRAY2BGR)
     ours = preprocess_classify([im], 160)[0]

@@ -29,12 +29,6 @@ class TrainResult:
     metrics: dict = field(default_factory=dict)
 
 
-def default_device() -> str:
-    import torch
-
-    return "0" if torch.cuda.is_available() else "cpu"
-
-
 def train(task: str | Task, data: str | None = None, epochs: int | None = None, imgsz: int | None = None,
           model: str | None = None, batch: int | None = None, workers: int = 2, seed: int = 0,
           device: str | None = None, fold: int | None = None, folds: int | None = None,
@@ -60,11 +54,8 @@ def train(task: str | Task, data: str | None = None, epochs: int | None = None, 
         prepared, data = data, data.manifest["dataset"]
     else:
         prepared = registry.prepare(data or t.data, t.kind, folds=folds, fold=fold or 0, preprocess=steps)
-    device = device or default_device()
-    settings.configure_ultralytics_offline()
-    from ultralytics import YOLO
-
-    settings.disable_ultralytics_network()
+    device = device or settings.torch_device()
+    YOLO = settings.import_ultralytics().YOLO
     model_cfg = model or t.model
     if model_cfg.endswith(".pt") and not Path(model_cfg).exists():
         raise FetalDetectError(f"{model_cfg}: weights not found (no downloads here; pass a .yaml to train from scratch)")

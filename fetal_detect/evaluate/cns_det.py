@@ -69,7 +69,6 @@ def ultralytics_val(records: list, names: list[str], weights: Path, out: Path, k
     (for ``kind='segment'`` the mask metrics, with the box ones under ``box_*``).
     """
     from fetal_detect.data.registry import DatasetEntry, write_dataset
-    from fetal_detect.engine.train import default_device
 
     known = set(names)
     dropped = sorted({n for r in records for n, *_ in r.boxes + r.polygons if n not in known})
@@ -83,13 +82,10 @@ def ultralytics_val(records: list, names: list[str], weights: Path, out: Path, k
 
     data_yaml = yaml.safe_load(prepared.data.read_text())
     prepared.data.write_text(yaml.safe_dump({**data_yaml, "train": data_yaml["val"]}, sort_keys=False))  # required key
-    settings.configure_ultralytics_offline()
-    from ultralytics import YOLO
-
-    settings.disable_ultralytics_network()
+    YOLO = settings.import_ultralytics().YOLO
     model = YOLO(str(weights), task=kind)
     m = model.val(data=str(prepared.data), split="val", imgsz=imgsz, batch=8, conf=0.001, iou=0.7, workers=0,
-                  plots=True, project=str(out.resolve()), name=tag, exist_ok=True, verbose=False, device=default_device())
+                  plots=True, project=str(out.resolve()), name=tag, exist_ok=True, verbose=False, device=settings.torch_device())
     idx = [int(i) for i in m.ap_class_index]
     res = {"n_images": len(records), "classes_without_model_class": dropped,
            "plots": str(Path(m.save_dir) / "confusion_matrix.png")}
@@ -144,8 +140,7 @@ def _mean(vals) -> float | None:
 
 
 def _model_names(weights: Path, kind: str) -> list[str]:
-    settings.configure_ultralytics_offline()
-    from ultralytics import YOLO
+    YOLO = settings.import_ultralytics().YOLO
 
     names = YOLO(str(weights), task=kind).names
     return [names[i] for i in sorted(names)]

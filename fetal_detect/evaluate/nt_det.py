@@ -61,10 +61,7 @@ def evaluate(data: str | Path, weights: str | Path | None = None, out: str | Pat
     out = Path(out or settings.RUNS_DIR / "evaluate" / "nt-det" / Path(str(data)).name)
     out.mkdir(parents=True, exist_ok=True)
     data_yaml, split_key, described = data_yaml_for(data, split, out, read_sidecar(w).get("names"))
-    settings.configure_ultralytics_offline()
-    from ultralytics import YOLO
-
-    settings.disable_ultralytics_network()
+    YOLO = settings.import_ultralytics().YOLO
     imgsz = int(imgsz or read_sidecar(w).get("imgsz") or task.imgsz)
     try:
         model = YOLO(str(w), task="detect")

@@ -111,7 +111,7 @@ def feature_backbone(weights: str | None):
     """
     from fetal_detect import settings
 
-    settings.configure_ultralytics_offline()
+    settings.import_ultralytics()
     if weights:
         from ultralytics.nn.tasks import load_checkpoint
 

@@ -1,7 +1,7 @@
 """YOLOv8 on OpenVINO: the ONNX runtime's pre/post-processing with an OpenVINO CPU network (torch-free).
 
-:class:`OpenVinoPredictor` is :class:`fetal_detect.runtime_onnx.OnnxPredictor` with the network
-call swapped: letterbox, NMS, mask protos and class scores are the same numpy/OpenCV code, so the
+:class:`OpenVinoPredictor` is :class:`fetal_detect.runtime.onnx_predictor.OnnxPredictor` with the network
+call swapped (sidecar, imgsz, preprocessing, timing and the kind check come from the ``Predictor`` base): letterbox, NMS, mask protos and class scores are the same numpy/OpenCV code, so the
 two back-ends differ only in the network. The model is the IR written by ``export --format openvino``
 (``<stem>_openvino_model/<stem>.xml`` + ``.bin`` + the JSON sidecar ``<stem>.json``), with dynamic
 axes. OpenVINO's CPU plugin runs a dynamic-shape model 2-3x slower than a static one on this kind of
@@ -18,8 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from fetal_detect.errors import FetalDetectError
-from fetal_detect.runtime import read_sidecar
-from fetal_detect.runtime_onnx import OnnxPredictor, default_threads
+from fetal_detect.runtime.onnx_predictor import OnnxPredictor, default_threads
 from fetal_detect.tasks import Task
 
 MAX_SHAPES = 4  # compiled static shapes kept per predictor (each ~0.3 s to compile, a few MB)
@@ -60,26 +59,27 @@ class OpenVinoPredictor(OnnxPredictor):
 
     def __init__(self, task: Task, weights: str | Path, conf: float = 0.25, iou: float = 0.7,
                  imgsz: int | None = None, threads: int | None = None, max_det: int = 300, device: str = "CPU"):
+        self.iou, self.max_det, self.device = iou, max_det, device
+        super(OnnxPredictor, self).__init__(task, weights, conf, imgsz, threads=threads)  # the Predictor base
+
+    def _resolve(self, weights: Path) -> Path:
+        return model_xml(weights)  # the IR's .xml (the sidecar sits beside it)
+
+    def _load(self, threads: int | None = None) -> str | None:
         try:
             import openvino as ov
         except ImportError:
             raise FetalDetectError("openvino is not installed (pip install 'fetal-detect[openvino]')") from None
-        self.task, self.conf, self.iou, self.max_det = task, conf, iou, max_det
-        self.weights = model_xml(weights)
-        self.core, self.device, self.config = ov.Core(), device, cpu_config(threads)
+        self.core, self.config = ov.Core(), cpu_config(threads)
         try:
             self.model = self.core.read_model(str(self.weights))
         except Exception as e:  # noqa: BLE001  corrupt IR, foreign XML
             raise FetalDetectError(f"{self.weights}: cannot load OpenVINO model ({type(e).__name__}: "
                                    f"{str(e).strip().splitlines()[0][:200]})") from None
-        self.meta = read_sidecar(self.weights)
-        self.kind = self.meta.get("kind") or task.kind
-        if self.kind != task.kind:
-            raise FetalDetectError(f"{self.weights}: a '{self.kind}' model, but task {task.name} needs '{task.kind}'")
         shape = self.model.inputs[0].get_partial_shape()
         self.dynamic = shape[2].is_dynamic or shape[3].is_dynamic
         fixed = None if self.dynamic else shape[2].get_length()
-        self.imgsz = int(imgsz or fixed or self.meta.get("imgsz") or task.imgsz)
+        self.imgsz = int(self._imgsz_arg or fixed or self.meta.get("imgsz") or self.task.imgsz)
         self.stride = int(self.meta.get("stride", 32))
         self.fixed_batch = None if shape[0].is_dynamic else shape[0].get_length()
         names = self.meta.get("names") or {}
@@ -88,9 +88,7 @@ class OpenVinoPredictor(OnnxPredictor):
             raise FetalDetectError(f"{self.weights}: no class names (the JSON sidecar beside it is missing)")
         self.input_dtype = np.float32
         self._compiled: OrderedDict[tuple, object] = OrderedDict()
-        from fetal_detect.preprocess import steps_for
-
-        self.preprocess = steps_for(task, self.meta)
+        return None
 
     def _request(self, shape: tuple[int, ...]):
         """An infer request of the model compiled for this exact input shape (cached, oldest dropped)."""

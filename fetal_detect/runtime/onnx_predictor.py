@@ -1,8 +1,7 @@
 """Torch-free YOLOv8 runtime on onnxruntime: letterbox, NMS, mask protos and class scores in numpy/OpenCV.
 
-:class:`OnnxPredictor` has the interface of :class:`fetal_detect.runtime.TorchPredictor`
-(``predict(image) -> Prediction``, ``predict_batch``, ``task``, ``weights``, ``meta``, ``imgsz``,
-``names``, ``backend``) and reproduces Ultralytics' ``predict(retina_masks=True)`` step by step:
+:class:`OnnxPredictor` is a :class:`fetal_detect.runtime.base.Predictor` (sidecar, imgsz, preprocessing,
+timing and kind check come from the base) and reproduces Ultralytics' ``predict(retina_masks=True)`` step by step:
 
 - preprocess: letterbox to ``imgsz`` (minimum stride-32 rectangle when the model has dynamic axes,
   else the full square), bilinear resize, pad 114, BGR->RGB, /255, NCHW float32;
@@ -18,7 +17,6 @@ from __future__ import annotations
 import ast
 import math
 import os
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,7 +24,7 @@ import cv2
 import numpy as np
 
 from fetal_detect.errors import FetalDetectError
-from fetal_detect.runtime import Instance, Prediction, read_sidecar, to_bgr
+from fetal_detect.runtime.base import Instance, Prediction, Predictor, to_bgr
 from fetal_detect.tasks import Task
 
 PAD_VALUE = 114
@@ -202,7 +200,7 @@ def make_session(weights: Path, threads: int | None = None, providers: list[str]
         raise FetalDetectError(f"{weights}: cannot load ONNX model ({type(e).__name__}: {str(e).splitlines()[0]})") from None
 
 
-class OnnxPredictor:
+class OnnxPredictor(Predictor):
     """YOLOv8 detect / segment / classify exported to ONNX, run with onnxruntime (no torch)."""
 
     backend = "onnx"
@@ -210,52 +208,37 @@ class OnnxPredictor:
     def __init__(self, task: Task, weights: str | Path, conf: float = 0.25, iou: float = 0.7,
                  imgsz: int | None = None, threads: int | None = None, providers: list[str] | None = None,
                  max_det: int = 300):
-        self.task, self.weights, self.conf, self.iou, self.max_det = task, Path(weights), conf, iou, max_det
-        if not self.weights.exists():
-            raise FetalDetectError(f"{self.weights}: weights file not found")
+        self.iou, self.max_det = iou, max_det
+        super().__init__(task, weights, conf, imgsz, threads=threads, providers=providers)
+
+    def _load(self, threads: int | None = None, providers: list[str] | None = None) -> str | None:
         self.session = make_session(self.weights, threads, providers)
         onnx_meta = _onnx_metadata(self.session)
-        self.meta = read_sidecar(self.weights)
-        self.kind = self.meta.get("kind") or onnx_meta.get("task") or task.kind
-        if self.kind != task.kind:
-            raise FetalDetectError(f"{self.weights}: a '{self.kind}' model, but task {task.name} needs '{task.kind}'")
         inp = self.session.get_inputs()[0]
         self.input_name = inp.name
         self.dynamic = not all(isinstance(d, int) for d in inp.shape[2:])
         fixed = inp.shape[2] if isinstance(inp.shape[2], int) else None
-        self.imgsz = int(imgsz or fixed or self.meta.get("imgsz") or _first(onnx_meta.get("imgsz")) or task.imgsz)
+        self.imgsz = int(self._imgsz_arg or fixed or self.meta.get("imgsz") or _first(onnx_meta.get("imgsz"))
+                         or self.task.imgsz)
         self.stride = int(onnx_meta.get("stride", 32))
         self.fixed_batch = inp.shape[0] if isinstance(inp.shape[0], int) else None
         names = self.meta.get("names") or onnx_meta.get("names") or {}
         self.names = list(names.values()) if isinstance(names, dict) else list(names)
         self.input_dtype = np.float16 if "float16" in inp.type else np.float32
-        from fetal_detect.preprocess import steps_for
-
-        self.preprocess = steps_for(task, self.meta)  # the same steps as training (numpy/OpenCV/pywt only)
-
-    def predict(self, image: np.ndarray) -> Prediction:
-        return self.predict_batch([image])[0]
+        return onnx_meta.get("task")
 
     def predict_batch(self, images: list[np.ndarray]) -> list[Prediction]:
-        if not images:
-            return []
-        if self.fixed_batch and len(images) != self.fixed_batch:  # a fixed-batch export: one call per chunk
+        if self.fixed_batch and len(images) > self.fixed_batch:  # a fixed-batch export: one call per chunk
             return [p for i in range(0, len(images), self.fixed_batch) for p in self.predict_batch(images[i:i + self.fixed_batch])]
-        t0 = time.perf_counter()
-        from fetal_detect.preprocess import apply
+        return super().predict_batch(images)
 
-        images = [apply(im, self.preprocess) for im in images]
+    def _infer(self, images: list[np.ndarray]) -> list[Prediction]:
         if self.kind == "classify":
             outs = self.run(preprocess_classify(images, self.imgsz))
-            ms = (time.perf_counter() - t0) * 1000 / len(images)
-            return [Prediction(probs={n: float(v) for n, v in zip(self.names, p)}, model_ms=ms) for p in outs[0]]
+            return [Prediction(probs={n: float(v) for n, v in zip(self.names, p)}) for p in outs[0]]
         blob, boxes = preprocess_detect(images, self.imgsz, rect=self.dynamic, stride=self.stride)
         outs = self.run(blob)
-        preds = [self.decode(outs[0][i], None if len(outs) < 2 else outs[1][i], lb) for i, lb in enumerate(boxes)]
-        ms = (time.perf_counter() - t0) * 1000 / len(images)
-        for p in preds:
-            p.model_ms = ms
-        return preds
+        return [self.decode(outs[0][i], None if len(outs) < 2 else outs[1][i], lb) for i, lb in enumerate(boxes)]
 
     def run(self, blob: np.ndarray) -> list[np.ndarray]:
         """The model alone: NCHW float32 in [0, 1] -> raw outputs."""

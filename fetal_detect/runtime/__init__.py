@@ -1,0 +1,98 @@
+"""One predictor interface over the model back-ends (``runtime/``).
+
+``load_predictor(task, weights)`` returns a :class:`~fetal_detect.runtime.base.Predictor` with
+``predict(image) -> Prediction``; the measuring pipeline, evaluation, the service and the batch runner
+only ever see :class:`Prediction`. Back-ends, one module each, all subclasses of ``Predictor``:
+``.pt`` -> :mod:`.torch_predictor` (Ultralytics/torch, imported lazily); ``.onnx`` ->
+:mod:`.onnx_predictor` (onnxruntime, torch-free); ``.xml`` -> :mod:`.openvino_predictor` (OpenVINO IR). A new back-end is one module and one line in
+:data:`BACKENDS`.
+"""
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+from fetal_detect.errors import FetalDetectError
+from fetal_detect.runtime.base import Instance, Prediction, Predictor, read_sidecar, to_bgr
+from fetal_detect.tasks import Task, get_task
+
+__all__ = ["Instance", "Prediction", "Predictor", "read_sidecar", "to_bgr", "load_predictor", "optional_predictor",
+           "resolve_weights", "predictor_class", "BACKENDS", "TorchPredictor", "OnnxPredictor", "OpenVinoPredictor"]
+
+
+def _torch():
+    from fetal_detect.runtime.torch_predictor import TorchPredictor
+
+    return TorchPredictor
+
+
+def _onnx():
+    from fetal_detect.runtime.onnx_predictor import OnnxPredictor
+
+    return OnnxPredictor
+
+
+def _openvino():
+    from fetal_detect.runtime.openvino_predictor import OpenVinoPredictor
+
+    return OpenVinoPredictor
+
+
+# weights suffix -> the Predictor subclass (imported only when used: a torch-free install never imports torch)
+BACKENDS = {".pt": _torch, ".onnx": _onnx, ".xml": _openvino}  # ".xml": an OpenVINO IR (or its *_openvino_model folder)
+
+
+def predictor_class(weights: Path) -> type[Predictor]:
+    """The back-end class for a weights file, by its suffix; a one-line error for an unknown format."""
+    suffix = ".xml" if Path(weights).is_dir() else Path(weights).suffix
+    loader = BACKENDS.get(suffix)
+    if loader is None:
+        raise FetalDetectError(f"{weights}: unsupported model format '{suffix}' (use .pt, .onnx or an OpenVINO .xml)")
+    return loader()
+
+
+def __getattr__(name: str):  # ``from fetal_detect.runtime import TorchPredictor`` without importing torch eagerly
+    if name == "TorchPredictor":
+        return _torch()
+    if name == "OnnxPredictor":
+        return _onnx()
+    if name == "OpenVinoPredictor":
+        return _openvino()
+    raise AttributeError(name)
+
+
+def resolve_weights(task: Task, weights: str | Path | None) -> Path:
+    """``weights`` if given, else the shipped ``weights/<task>.pt`` (or ``.onnx``, first when torch is not
+    installed); a clear error if absent."""
+    if weights:
+        p = Path(weights)
+        if not p.exists():
+            raise FetalDetectError(f"{p}: weights file not found")
+        return p
+    cands = (task.weights, task.weights.with_suffix(".onnx"))
+    if importlib.util.find_spec("torch") is None:  # a torch-free deployment runs the ONNX export
+        cands = cands[::-1]
+    for cand in cands:
+        if cand.exists():
+            return cand
+    raise FetalDetectError(f"no shipped model for {task.name} ({task.weights} is missing); "
+                           f"train one with `python train.py --task {task.name}` or pass --weights")
+
+
+def optional_predictor(task: str, weights: str | Path | None = None, conf: float = 0.25):
+    """``load_predictor`` for a model a pipeline can do without: None when no weights were named and
+    none are shipped (``resolve_weights``: ``.pt`` or ``.onnx``) or the shipped ones do not load; named
+    weights that fail still raise."""
+    try:
+        return load_predictor(task, weights, conf=conf)
+    except FetalDetectError:
+        if weights:
+            raise
+        return None
+
+
+def load_predictor(task: str | Task, weights: str | Path | None = None, conf: float = 0.25) -> Predictor:
+    """A predictor for ``task``: the back-end is chosen by the weights' suffix (:data:`BACKENDS`)."""
+    t = get_task(task) if isinstance(task, str) else task
+    w = resolve_weights(t, weights)
+    return predictor_class(w)(t, w, conf=conf)
