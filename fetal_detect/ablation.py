@@ -66,7 +66,7 @@ def subset(task, patients: float, seed: int, steps: list) -> registry.PreparedDa
 
 def score_hc(weights: Path, raw: registry.PreparedDataset) -> dict:
     """Dice (failures count 0) and HC MAE (mm, uncalibrated) on the raw val images via the runtime."""
-    from fetal_detect.evaluate.hc_seg import score, split_items, summarise
+    from fetal_detect.measure.hc_scoring import score, split_items, summarise
     from fetal_detect.pipeline.hc import HCMeasurer
 
     rows, _ = score(split_items(raw, "val"), HCMeasurer(weights), progress=False)

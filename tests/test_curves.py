@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from fetal_detect.evaluate.curves import one_vs_rest, roc_pr
-from fetal_detect.evaluate.hc_seg import confidence_as_qc
+from fetal_detect.measure.hc_scoring import confidence_as_qc
 
 
 def test_perfect_and_reversed_rankings_give_auroc_one_and_zero():

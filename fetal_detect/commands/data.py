@@ -69,6 +69,7 @@ def _list(args) -> int:
 
 def _prepare(args) -> int:
     from fetal_detect.commands import print_json
+    from fetal_detect import gan  # noqa: F401  (registers the `synthetic:` records hook)
     from fetal_detect.data.registry import get_entry, prepare
     from fetal_detect.tasks import get_task
 

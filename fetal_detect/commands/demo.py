@@ -21,7 +21,7 @@ def run(args) -> int:
     from fetal_detect import settings
     from fetal_detect.data.converters.hc18 import iter_hc18
     from fetal_detect.data.phantom import write_hc18_layout
-    from fetal_detect.evaluate.hc_seg import score, split_items, summarise
+    from fetal_detect.measure.hc_scoring import score, split_items, summarise
     from fetal_detect.pipeline.hc import HCMeasurer
     from fetal_detect.report import contact_sheet, write_csv, write_image, write_json
 

@@ -17,6 +17,7 @@ import time
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import yaml
 
@@ -27,6 +28,27 @@ from fetal_detect.errors import FetalDetectError
 
 log = logging.getLogger(__name__)
 SPLITS = ("train", "val", "test")
+
+
+# Records that an upper layer adds to a dataset's *train* split, keyed by the datasets.yaml option that asks
+# for them: ``synthetic:`` -> the GAN's sampler (registered by ``fetal_detect.gan``). The data layer calls
+# the hook and imports nothing of the GAN, training or evaluation.
+RECORD_HOOKS: dict[str, Callable[[dict, str], list[Record]]] = {}
+
+
+def register_record_hook(option: str, hook: Callable[[dict, str], list[Record]]) -> None:
+    """Let ``option: {...}`` in a datasets.yaml entry append ``hook(options, kind)`` records to its train split."""
+    RECORD_HOOKS[option] = hook
+
+
+def record_hooks(entry: "DatasetEntry") -> dict[str, Callable[[dict, str], list[Record]]]:
+    """The hooks an entry's options ask for; a one-line error for an option nobody registered."""
+    wanted = sorted({o for o in (*RECORD_HOOKS, "synthetic") if entry.options.get(o)})
+    missing = [o for o in wanted if o not in RECORD_HOOKS]
+    if missing:
+        raise FetalDetectError(f"dataset '{entry.name}' asks for {', '.join(missing)} records but no module registered "
+                               f"them (import fetal_detect.gan for `synthetic:`)")
+    return {o: RECORD_HOOKS[o] for o in wanted}
 
 
 @dataclass
@@ -52,7 +74,7 @@ class DatasetEntry:
         path = self.source.get("path")
         if path is None:
             if "roboflow" in self.source:  # a Roboflow entry without a local copy: the synced version
-                from fetal_detect.data.roboflow_sync import synced_root
+                from fetal_detect.data.roboflow_ref import synced_root
 
                 root = synced_root(self.source["roboflow"])
                 if root is None:
@@ -243,11 +265,9 @@ def write_dataset(records: list[Record], entry: DatasetEntry, kind: str, out: Pa
 
     splits = _assign(records, entry, folds, fold)
     check_no_leakage([r.patient_id for r in records], splits)
-    if entry.options.get("synthetic"):  # GAN images: appended after the split, to train only, never val/test
-        from fetal_detect.gan.sample import synthetic_records
-
-        synth = synthetic_records(entry.options["synthetic"], kind)
-        records, splits = records + synth, splits + ["train"] * len(synth)
+    for option, hook in record_hooks(entry).items():  # e.g. GAN images: after the split, to train only, never val/test
+        extra = hook(entry.options[option], kind)
+        records, splits = records + extra, splits + ["train"] * len(extra)
     names = list(entry.names) or sorted({n for r in records for n, *_ in (r.boxes + r.polygons)} |
                                         {r.label for r in records if r.label})
     index = {n: i for i, n in enumerate(names)}

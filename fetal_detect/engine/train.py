@@ -10,23 +10,16 @@ import json
 import logging
 import math
 import statistics
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from fetal_detect import settings
+from fetal_detect import gan  # noqa: F401  (registers the data registry's `synthetic` records hook)
 from fetal_detect.data import registry
+from fetal_detect.engine.result import TrainResult
 from fetal_detect.errors import FetalDetectError
 from fetal_detect.tasks import Task, get_task
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class TrainResult:
-    task: str
-    weights: Path
-    run_dir: Path
-    metrics: dict = field(default_factory=dict)
 
 
 def train(task: str | Task, data: str | None = None, epochs: int | None = None, imgsz: int | None = None,
@@ -85,7 +78,7 @@ def train(task: str | Task, data: str | None = None, epochs: int | None = None, 
                "ultralytics_metrics": metrics}
     sidecar_path = best.with_suffix(".json")
     if t.measure == "hc":
-        from fetal_detect.evaluate.hc_seg import calibrate_on_training_split
+        from fetal_detect.pipeline.hc import calibrate_on_training_split
 
         sidecar_path.write_text(json.dumps(sidecar, indent=2, default=str) + "\n")  # the predictor reads its steps
         raw = registry.prepare(data or t.data, t.kind, folds=folds, fold=fold or 0) if steps else prepared
@@ -109,7 +102,7 @@ def evaluate_fold(task: str | Task, res: TrainResult, data: str | None, folds: i
     """
     t = get_task(task) if isinstance(task, str) else task
     if t.measure == "hc":
-        from fetal_detect.evaluate.hc_seg import score, split_items, summarise
+        from fetal_detect.measure.hc_scoring import score, split_items, summarise
         from fetal_detect.pipeline.hc import HCMeasurer
 
         raw = registry.prepare(data or t.data, t.kind, folds=folds, fold=fold)

@@ -10,19 +10,10 @@ from pathlib import Path
 
 import numpy as np
 
+from fetal_detect.measure.agreement import roc_pr
 from fetal_detect.report import save_figure
 
-
-def roc_pr(positive: np.ndarray, score: np.ndarray) -> dict:
-    """AUROC and average precision of ``score`` for the boolean ``positive``; None where a class is absent."""
-    from sklearn.metrics import average_precision_score, roc_auc_score
-
-    positive, score = np.asarray(positive, bool), np.asarray(score, float)
-    n_pos = int(positive.sum())
-    out = {"n_positive": n_pos, "n_negative": int(len(positive) - n_pos), "auroc": None, "average_precision": None}
-    if 0 < n_pos < len(positive):
-        out.update(auroc=float(roc_auc_score(positive, score)), average_precision=float(average_precision_score(positive, score)))
-    return out
+__all__ = ["roc_pr", "plot_roc_pr"]
 
 
 def plot_roc_pr(curves: dict[str, tuple[np.ndarray, np.ndarray]], path: Path, title: str) -> Path | None:

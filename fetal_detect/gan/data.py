@@ -6,7 +6,7 @@ Images come from the registry's converted dataset, so its patient/source split i
 """
 from __future__ import annotations
 
-from collections import Counter, defaultdict
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -90,13 +90,6 @@ def load_real(data: str, imgsz: int, splits=("train",), classes: list[str] | Non
 def counts(rs: RealSet) -> dict[str, int]:
     c = Counter(rs.labels.tolist())
     return {name: c.get(i, 0) for i, name in enumerate(rs.classes)}
-
-
-def by_class(rs: RealSet) -> dict[int, np.ndarray]:
-    out = defaultdict(list)
-    for i, lab in enumerate(rs.labels):
-        out[int(lab)].append(i)
-    return {k: np.array(v) for k, v in out.items()}
 
 
 def to_tensor(images: np.ndarray):

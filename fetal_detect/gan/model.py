@@ -167,7 +167,3 @@ class ProjectedDiscriminator(nn.Module):
 
     def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return sum(head(f, y) for head, f in zip(self.heads, self._taps(x)))
-
-
-def n_params(m: nn.Module) -> int:
-    return sum(p.numel() for p in m.parameters())

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from fetal_detect.errors import FetalDetectError
-from fetal_detect.gan import data as gdata
+import fetal_detect.gan.data as gdata
 
 
 def generate(g, ck: dict, cls: str, n: int, seed: int = 0, batch: int = 32) -> np.ndarray:
@@ -73,7 +73,7 @@ def synthetic_records(options: dict, kind: str) -> list:
     the patient split, so they can never land in val or test.
     """
     from fetal_detect import settings
-    from fetal_detect.data.converters import Record
+    from fetal_detect.data.converters.base import Record
     from fetal_detect.gan.train import load_generator
 
     path = Path(options["generator"])

@@ -19,7 +19,7 @@ import numpy as np
 
 from fetal_detect import settings
 from fetal_detect.errors import FetalDetectError
-from fetal_detect.gan import data as gdata
+import fetal_detect.gan.data as gdata
 from fetal_detect.gan.diffaug import diff_augment
 
 log = logging.getLogger(__name__)
@@ -100,7 +100,7 @@ def train(data: str = "brain_abnormal", epochs: int = 200, imgsz: int = 128, bat
     import torch.nn.functional as F
     from tqdm import tqdm
 
-    from fetal_detect.engine.train import TrainResult
+    from fetal_detect.engine.result import TrainResult
 
     if epochs < 1 or batch < 2:
         raise FetalDetectError(f"--epochs must be >= 1 and --batch >= 2, got {epochs} and {batch}")

@@ -20,7 +20,7 @@ import cv2
 import numpy as np
 
 from fetal_detect.errors import FetalDetectError
-from fetal_detect.measure.geometry import Ellipse, border_zone, ellipse_perimeter, fit_ellipse_detail, mean_ellipse
+from fetal_detect.measure.geometry import border_zone, ellipse_perimeter, fit_ellipse_detail, mean_ellipse
 from fetal_detect.measure.rim import rim_support
 
 # Hadlock FP, Deter RL, Harrist RB, Park SK. Estimating fetal age: computer-assisted analysis of
@@ -142,7 +142,3 @@ def measure_hc(mask: np.ndarray, pixel_size_mm: float | None, calibration: HCCal
                ga_weeks=None if ga is None else round(ga, 1),
                ga_method="Hadlock 1984 (HC)" if ga is not None else "HC outside Hadlock range")
     return out
-
-
-def ellipse_from_result(result: dict) -> Ellipse:
-    return Ellipse(**result["ellipse"])

@@ -55,3 +55,13 @@ class HCMeasurer:
         out["model_ms"] = round(pred.model_ms + (mirrored.model_ms if mirrored is not None else 0.0), 1)
         out["processing_ms"] = round((time.perf_counter() - t0) * 1000, 1)
         return out
+
+
+def calibrate_on_training_split(weights: Path, prepared) -> HCCalibration:
+    """Fit the HC bias line of a freshly trained ``.pt`` on the *training* split of the dataset it was trained on."""
+    from fetal_detect.measure.hc_scoring import calibrate, split_items
+    from fetal_detect.runtime import TorchPredictor
+    from fetal_detect.tasks import get_task
+
+    measurer = HCMeasurer(predictor=TorchPredictor(get_task("hc-seg"), weights))
+    return calibrate(split_items(prepared, "train"), measurer, source=f"{prepared.manifest['dataset']} train split")

@@ -15,7 +15,7 @@ import logging
 from pathlib import Path
 from typing import Iterable
 
-from fetal_detect.data.converters import Record
+from fetal_detect.data.converters.base import Record
 from fetal_detect.errors import FetalDetectError
 
 log = logging.getLogger(__name__)

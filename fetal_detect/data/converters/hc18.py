@@ -14,7 +14,7 @@ from typing import Iterable
 import cv2
 import numpy as np
 
-from fetal_detect.data.converters import Record, list_images, mask_to_polygons
+from fetal_detect.data.converters.base import Record, list_images, mask_to_polygons
 from fetal_detect.errors import FetalDetectError
 
 log = logging.getLogger(__name__)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Iterable
 
-from fetal_detect.data.converters import Record, list_images
+from fetal_detect.data.converters.base import Record, list_images
 from fetal_detect.data.splits import patient_of
 from fetal_detect.errors import FetalDetectError
 

@@ -5,7 +5,7 @@ from pathlib import Path
 from typing import Iterable
 
 from fetal_detect.data import phantom as ph
-from fetal_detect.data.converters import Record, box_xyxy_to_xywhn, mask_to_polygons
+from fetal_detect.data.converters.base import Record, box_xyxy_to_xywhn, mask_to_polygons
 
 
 def read_phantom(entry, root: Path | None, kind: str) -> Iterable[Record]:

@@ -17,7 +17,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Iterable
 
-from fetal_detect.data.converters import Record, box_xyxy_to_xywhn, list_images
+from fetal_detect.data.converters.base import Record, box_xyxy_to_xywhn, list_images
 from fetal_detect.errors import FetalDetectError
 
 log = logging.getLogger(__name__)
@@ -131,7 +131,7 @@ def _segment_records(entry, items, opts: dict) -> Iterable[Record]:
     import cv2
 
     from fetal_detect import settings
-    from fetal_detect.data.converters import mask_to_polygons
+    from fetal_detect.data.converters.base import mask_to_polygons
     from fetal_detect.data.nt_masks import derive_nt_mask
     from fetal_detect.report import write_csv
 

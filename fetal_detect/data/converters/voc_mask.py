@@ -13,7 +13,7 @@ from typing import Iterable
 
 import numpy as np
 
-from fetal_detect.data.converters import Record, list_images, mask_to_polygons
+from fetal_detect.data.converters.base import Record, list_images, mask_to_polygons
 from fetal_detect.data.splits import patient_of
 from fetal_detect.errors import FetalDetectError
 

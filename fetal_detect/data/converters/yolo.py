@@ -9,7 +9,7 @@ from typing import Iterable
 import numpy as np
 import yaml
 
-from fetal_detect.data.converters import Record, box_from_polygon, list_images
+from fetal_detect.data.converters.base import Record, box_from_polygon, list_images
 from fetal_detect.data.splits import patient_of
 from fetal_detect.errors import FetalDetectError
 

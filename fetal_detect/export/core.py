@@ -1,51 +1,21 @@
-"""Export a trained model (ONNX, TensorRT, OpenVINO, TorchScript), quantise ONNX to INT8, check parity.
-
-``export(task, fmt)`` wraps Ultralytics export with the task's dataset (``data=`` is always passed, so
-nothing reaches for COCO) and writes ``runs/export/<task>/<task>[-int8|-fp16].<ext>`` plus a JSON
-sidecar (task, classes, imgsz, preprocessing, pixel-size handling, source weights hash, HC
-calibration, quantisation, parity metrics) that :class:`fetal_detect.runtime.onnx_predictor.OnnxPredictor` reads.
-
-INT8 ONNX: Ultralytics' ONNX export has no INT8, so the FP32 graph is quantised with
-``onnxruntime.quantization.quantize_static`` (QDQ, per-channel weights) calibrated on real images of
-the task's *training* split (the validation split stays clean for the parity check). The head's last convs, mask
-protos and box/mask decode tail stay in float (see :data:`EXCLUDE`).
-
-``verify=True`` scores the exported model and the PyTorch model on the validation split: Dice and
-HC MAE through the real HC pipeline for ``hc-seg``, mAP50 for detection/segmentation, top-1 accuracy
-for classification. An INT8 (or any) export that loses more than :data:`TOLERANCE` fails.
-"""
+"""Export a trained model (ONNX, TensorRT, OpenVINO, TorchScript) with its sidecar; see the package doc."""
 from __future__ import annotations
 
-import contextlib
 import importlib.util
 import json
-import logging
-import os
-import re
 import shutil
-import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
-
 from fetal_detect import __version__, settings
 from fetal_detect.errors import FetalDetectError
+from fetal_detect.export.int8 import DEFAULT_EXCLUDE, EXCLUDE, quantize_onnx
+from fetal_detect.export.parity import parity
 from fetal_detect.runtime import read_sidecar, resolve_weights
 from fetal_detect.tasks import Task, get_task
 
-log = logging.getLogger(__name__)
-
 FORMATS = ("onnx", "engine", "openvino", "torchscript")
 SUFFIX = {"onnx": ".onnx", "engine": ".engine", "openvino": "_openvino_model", "torchscript": ".torchscript"}
-# Allowed metric change of an export against the PyTorch FP32 model (worse direction only).
-TOLERANCE = {"hc_mae_mm": 0.2, "map50": 0.01, "accuracy": 0.01, "dice": 0.01}
-# Quantisation exclusion levels for the YOLO head: "decode" keeps the DFL/box decode, class sigmoid and
-# concat tail in float; "head" also the last 1x1 conv of every branch and the mask protos.
-EXCLUDE = ("none", "decode", "head")
-# decode: with the shipped hc-seg it agreed better with FP32 than "head" (HC MAE +0.012 vs +0.028 mm, Dice
-# -0.0005 vs -0.0007 on the 120 HC18 val images) and its model ran ~12 % faster: docs/export.md
-DEFAULT_EXCLUDE = "decode"
 ENGINE_HINT = ("TensorRT engine needs an NVIDIA GPU with CUDA and the tensorrt package (pip install tensorrt); "
                "none found: use --format onnx")
 
@@ -116,7 +86,7 @@ def export(task: str | Task, fmt: str = "onnx", weights: str | Path | None = Non
         shutil.copyfile(src, work)
     quant = None
     if fmt == "openvino":  # from our own dynamic FP32 ONNX: the runtime feeds the letterboxed rectangle
-        from fetal_detect.export_openvino import ir_path, to_openvino
+        from fetal_detect.export.openvino import ir_path, to_openvino
 
         path = ir_path(out_dir, stem)
         fp32, made = _fp32_onnx(out_dir, t, src, work, imgsz, prepared, simplify, dynamic)
@@ -190,7 +160,7 @@ def export_path(t: Task, fmt: str, int8: bool, out: str | Path) -> Path:
     """Where ``export`` writes the model (the ``.xml`` inside the folder for OpenVINO)."""
     stem = f"{t.name}{'-int8' if int8 else ''}"
     if fmt == "openvino":
-        from fetal_detect.export_openvino import ir_path
+        from fetal_detect.export.openvino import ir_path
 
         return ir_path(Path(out), stem)
     return Path(out) / f"{stem}{SUFFIX[fmt]}"
@@ -247,179 +217,3 @@ def _versions() -> dict:
     from fetal_detect.settings import package_versions
 
     return package_versions("ultralytics", "torch", "onnx", "onnxruntime", "openvino", "nncf")
-
-
-# ---------------------------------------------------------------------------------------------
-# INT8
-
-
-def calibration_images(prepared, n: int, split: str = "train") -> list[Path]:
-    """``n`` images spread evenly over one split of a prepared dataset (deterministic)."""
-    folder = prepared.root / split if prepared.manifest["kind"] == "classify" else prepared.root / "images" / split
-    files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"))
-    if not files:
-        raise FetalDetectError(f"dataset '{prepared.manifest['dataset']}' has no {split} images to calibrate INT8 on")
-    idx = np.linspace(0, len(files) - 1, min(n, len(files))).round().astype(int)
-    return [files[i] for i in sorted(set(idx))]
-
-
-def head_nodes(model, level: str) -> list[str]:
-    """Names of the YOLO head nodes kept in float for an exclusion ``level`` (see :data:`EXCLUDE`)."""
-    if level == "none":
-        return []
-    heads = [int(m.group(1)) for n in model.graph.node if (m := re.match(r"/model\.(\d+)/", n.name))]
-    if not heads:
-        return []
-    prefix = f"/model.{max(heads)}/"
-    branch = re.compile(r"/(cv2|cv3|cv4)\.\d+/|/proto/")
-    last = re.compile(r"/(cv2|cv3|cv4)\.\d+/(cv\d\.\d+\.2|\d+)/")  # the final 1x1 conv of a branch
-    out = []
-    for n in model.graph.node:
-        if not n.name.startswith(prefix):
-            continue
-        if not branch.search(n.name) or (level == "head" and (last.search(n.name) or "/proto/" in n.name)):
-            out.append(n.name)
-    return out
-
-
-@contextlib.contextmanager
-def _in_temp_dir():
-    cwd = os.getcwd()
-    with tempfile.TemporaryDirectory(prefix="fetal-detect-quant-") as tmp:
-        os.chdir(tmp)
-        try:
-            yield Path(tmp)
-        finally:
-            os.chdir(cwd)
-
-
-def quantize_onnx(fp32: Path, out: Path, prepared, t: Task, imgsz: int, n: int = 64, exclude: str = DEFAULT_EXCLUDE,
-                  per_channel: bool = True, method: str = "MinMax") -> dict:
-    """Static INT8 (QDQ) quantisation of an ONNX model, calibrated on ``n`` training images of the task's data."""
-    import cv2
-    import onnx
-    from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType,
-                                          quantize_static)
-
-    from fetal_detect.runtime.onnx_predictor import preprocess_classify, preprocess_detect
-
-    fp32, out = Path(fp32).resolve(), Path(out).resolve()
-    files = calibration_images(prepared, n)
-    inp = onnx.load(str(fp32), load_external_data=False)
-    input_name = inp.graph.input[0].name
-    dynamic = not all(d.dim_value for d in inp.graph.input[0].type.tensor_type.shape.dim[2:])
-
-    class Reader(CalibrationDataReader):
-        def __init__(self):
-            self.files = iter(files)
-
-        def get_next(self):
-            f = next(self.files, None)
-            if f is None:
-                return None
-            img = cv2.imread(str(f), cv2.IMREAD_COLOR)
-            if img is None:
-                raise FetalDetectError(f"{f}: cannot read calibration image")
-            blob = (preprocess_classify([img], imgsz) if t.kind == "classify"
-                    else preprocess_detect([img], imgsz, rect=dynamic)[0])
-            return {input_name: blob}
-
-    nodes = head_nodes(inp, exclude)
-    pre = out.with_name(out.stem + ".pre.onnx")
-    try:  # shape inference + graph clean-up, recommended before static quantisation
-        from onnxruntime.quantization.shape_inference import quant_pre_process
-
-        with _in_temp_dir():
-            try:
-                quant_pre_process(str(fp32), str(pre), skip_symbolic_shape=False)
-            except Exception:  # noqa: BLE001  dynamic axes defeat symbolic inference: ONNX shape inference only
-                quant_pre_process(str(fp32), str(pre), skip_symbolic_shape=True)
-        source = pre
-    except Exception as e:  # noqa: BLE001  an optional step: quantise the raw graph instead
-        log.warning("quant_pre_process skipped (%s)", e)
-        source = fp32
-    t0 = time.perf_counter()
-    with _in_temp_dir():  # onnxruntime's quantiser drops external-data files into the working folder
-        quantize_static(str(source.resolve()), str(out.resolve()), Reader(), quant_format=QuantFormat.QDQ,
-                        per_channel=per_channel,
-                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, nodes_to_exclude=nodes,
-                        calibrate_method=getattr(CalibrationMethod, method),
-                        extra_options={"ActivationSymmetric": False, "WeightSymmetric": True})
-    pre.unlink(missing_ok=True)
-    return {"method": f"onnxruntime quantize_static, QDQ, uint8 activations ({method}), int8 weights"
-                      + (" per channel" if per_channel else ""),
-            "calibration_data": prepared.manifest["dataset"], "split": "train", "n_images": len(files),
-            "excluded": exclude, "n_excluded_nodes": len(nodes), "seconds": round(time.perf_counter() - t0, 1)}
-
-
-# ---------------------------------------------------------------------------------------------
-# parity
-
-
-def exported_predictor(t: Task, path: Path, conf: float = 0.25):
-    """A predictor on an exported file: onnxruntime for .onnx, Ultralytics' own back-ends otherwise."""
-    from fetal_detect.runtime import TorchPredictor
-
-    if Path(path).suffix == ".onnx":
-        from fetal_detect.runtime.onnx_predictor import OnnxPredictor
-
-        return OnnxPredictor(t, path, conf=conf)
-    if Path(path).suffix == ".xml":
-        from fetal_detect.runtime.openvino_predictor import OpenVinoPredictor
-
-        return OpenVinoPredictor(t, path, conf=conf)
-    return TorchPredictor(t, path, conf=conf)
-
-
-def parity(t: Task, pt: Path, exported: Path, prepared, n: int | None = None) -> dict:
-    """The task's metric for the PyTorch model and the export on the validation split, and the change."""
-    if t.measure == "hc":
-        ref, exp = _hc_parity(t, pt, exported, prepared, n)
-    else:
-        ref, exp = _ultralytics_metrics(t, pt, prepared), _ultralytics_metrics(t, exported, prepared)
-    delta = {k: exp[k] - ref[k] for k in ref if isinstance(ref.get(k), float) and isinstance(exp.get(k), float)}
-    failures = []
-    for k, tol in TOLERANCE.items():
-        if k not in delta:
-            continue
-        worse = delta[k] if k.endswith("_mm") else -delta[k]  # errors must not grow, scores must not drop
-        if worse > tol:
-            failures.append(f"{k} {ref[k]:.4g} -> {exp[k]:.4g} (allowed change {tol:g})")
-    return {"split": "val", "n_images": ref.get("n_images"), "pytorch": ref, "exported": exp,
-            "delta": delta, "tolerance": {k: v for k, v in TOLERANCE.items() if k in delta},
-            "passed": not failures, "failures": "; ".join(failures)}
-
-
-def _hc_parity(t: Task, pt: Path, exported: Path, prepared, n: int | None) -> tuple[dict, dict]:
-    """Dice and HC MAE of both models through the HC pipeline, on the val images both measured (paired)."""
-    from fetal_detect.evaluate.hc_seg import score, split_items, summarise
-    from fetal_detect.pipeline.hc import HCMeasurer
-
-    items = split_items(prepared, "val")
-    items = items[:n] if n else items
-    rows = {}
-    for key, w in (("ref", pt), ("exp", exported)):
-        measurer = HCMeasurer(predictor=exported_predictor(t, w))
-        rows[key] = score(items, measurer, progress=False)[0]
-    both = [i for i, (a, b) in enumerate(zip(rows["ref"], rows["exp"])) if a["status"] == b["status"] == "ok"]
-    out = []
-    for key in ("ref", "exp"):
-        m = summarise([rows[key][i] for i in both])
-        out.append({"n_images": len(items), "n_failed": sum(r["status"] != "ok" for r in rows[key]),
-                    "n_paired": len(both), **{k: m.get(k) for k in ("dice", "hc_mae_mm", "hc_bias_mm")}})
-    diff = [abs(rows["exp"][i]["hc_mm"] - rows["ref"][i]["hc_mm"]) for i in both]
-    out[1]["hc_abs_diff_to_pytorch_mm"] = float(np.mean(diff)) if diff else None
-    return out[0], out[1]
-
-
-def _ultralytics_metrics(t: Task, weights: Path, prepared) -> dict:
-    """mAP50 (box, or mask for segment) or top-1 accuracy from Ultralytics val on the whole val split."""
-    YOLO = settings.import_ultralytics().YOLO
-    args = dict(data=str(prepared.data), imgsz=read_sidecar(weights).get("imgsz") or t.imgsz, batch=1, split="val",
-                plots=False, verbose=False, device=settings.torch_device(), workers=0,
-                project=str((settings.RUNS_DIR / "export" / "val").resolve()), name=Path(weights).stem, exist_ok=True)
-    r = YOLO(str(weights), task=t.kind).val(**args)
-    if t.kind == "classify":
-        return {"accuracy": float(r.top1), "n_images": None}
-    box = r.seg if t.kind == "segment" else r.box
-    return {"map50": float(box.map50), "map50_95": float(box.map), "n_images": None}

@@ -57,7 +57,7 @@ def quantize_openvino(model, onnx_fp32: Path, prepared, t: Task, imgsz: int, n: 
     except ImportError:
         raise FetalDetectError("OpenVINO INT8 needs nncf (pip install 'fetal-detect[openvino]')") from None
     nncf.set_log_level(logging.WARNING)  # its INFO lists every node it leaves alone
-    from fetal_detect.export import calibration_images, head_nodes
+    from fetal_detect.export.int8 import calibration_images, head_nodes
     from fetal_detect.preprocess import apply, steps_for
     from fetal_detect.runtime.onnx_predictor import preprocess_classify, preprocess_detect
 
