@@ -9,7 +9,7 @@ from fetal_detect.cli import main
 
 def _forbid_work(monkeypatch):
     import fetal_detect.data.registry as registry
-    import fetal_detect.export as ex
+    import fetal_detect.export.core as ex
 
     def boom(*a, **k):
         raise AssertionError("work started before the back-end check")
@@ -19,7 +19,7 @@ def _forbid_work(monkeypatch):
 
 
 def test_engine_refused_before_any_work(monkeypatch, capsys, tmp_path):
-    import fetal_detect.export as ex
+    import fetal_detect.export.core as ex
 
     monkeypatch.setattr(ex, "_has", lambda m: False if m == "tensorrt" else importlib.util.find_spec(m) is not None)
     _forbid_work(monkeypatch)
