@@ -34,7 +34,7 @@ def test_engine_refused_before_any_work(monkeypatch, capsys, tmp_path):
 
 @pytest.mark.parametrize("missing", ["openvino", "nncf"])
 def test_openvino_refused_with_install_hint(monkeypatch, capsys, tmp_path, missing):
-    import fetal_detect.export as ex
+    import fetal_detect.export.core as ex
 
     monkeypatch.setattr(ex, "_has", lambda m: m != missing and importlib.util.find_spec(m) is not None)
     _forbid_work(monkeypatch)
