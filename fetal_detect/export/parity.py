@@ -49,7 +49,7 @@ def parity(t: Task, pt: Path, exported: Path, prepared, n: int | None = None) ->
 
 def _hc_parity(t: Task, pt: Path, exported: Path, prepared, n: int | None) -> tuple[dict, dict]:
     """Dice and HC MAE of both models through the HC pipeline, on the val images both measured (paired)."""
-    from fetal_detect.evaluate.hc_seg import score, split_items, summarise
+    from fetal_detect.measure.hc_scoring import score, split_items, summarise
     from fetal_detect.pipeline.hc import HCMeasurer
 
     items = split_items(prepared, "val")
