@@ -81,20 +81,20 @@ def bottom_response(strip: np.ndarray) -> np.ndarray:
 def _column_scores(resp: np.ndarray, lo: float, hi: float) -> tuple[np.ndarray, np.ndarray]:
     """Per column: the highest normalised autocorrelation of its tick profile at lags in [lo, hi], and that lag."""
     p = np.clip((resp - 20.0) / 40.0, 0.0, 1.0)
-    h = p.shape[0]
-    n = 1 << int(math.ceil(math.log2(2 * h)))
-    f = np.fft.rfft(p, n=n, axis=0)
-    ac = np.fft.irfft(f * np.conj(f), n=n, axis=0)[:h]
-    energy = ac[0]
+    h, w = p.shape
+    score, lag = np.zeros(w), np.zeros(w)
     lags = np.arange(int(lo), int(hi) + 1)
     lags = lags[lags < h]
-    if lags.size == 0:
-        z = np.zeros(p.shape[1])
-        return z, z
-    acn = ac[lags] / np.maximum(energy, 1e-6)
-    acn[:, energy < 3.0] = 0  # fewer than ~3 full ticks of energy: not a ruler column
+    cols = np.flatnonzero((p * p).sum(axis=0) >= 3.0)  # fewer than ~3 full ticks of energy: not a ruler column
+    if lags.size == 0 or cols.size == 0:
+        return score, lag
+    n = 1 << int(math.ceil(math.log2(2 * h)))
+    f = np.fft.rfft(p[:, cols], n=n, axis=0)
+    ac = np.fft.irfft(f.real ** 2 + f.imag ** 2, n=n, axis=0)[:h]
+    acn = ac[lags] / np.maximum(ac[0], 1e-6)
     best = acn.argmax(axis=0)
-    return acn[best, np.arange(acn.shape[1])], lags[best].astype(np.float64)
+    score[cols], lag[cols] = acn[best, np.arange(cols.size)], lags[best]
+    return score, lag
 
 
 def _first_period(prof: np.ndarray, lo: float, hi: float) -> float | None:
@@ -284,11 +284,12 @@ def _candidate(resp: np.ndarray, x: int, period_guess: float, interval_mm: float
     pk = weak[prof[weak] >= thr]
     if pk.size < 3:
         return _refuse(f"too few ticks ({pk.size} < {min_ticks})", interval_mm, side=side)
-    ys = np.array([_tick_geometry(resp, int(p), int(band[p].argmax()) + xa, 20.0)[1] for p in pk])
+    geo_of = {int(p): _tick_geometry(resp, int(p), int(band[p].argmax()) + xa, 20.0) for p in weak}
+    ys = np.array([geo_of[int(p)][1] for p in pk])
     k, inl, a, t = _regular(ys, period)
     pattern = None
     if inl.sum() >= 3:  # minor ticks half-way between the ticks found (1 cm majors over 5 mm minors)?
-        yw = np.array([_tick_geometry(resp, int(p), int(band[p].argmax()) + xa, 20.0)[1] for p in weak])
+        yw = np.array([geo_of[int(p)][1] for p in weak])
         mids = a + t * (np.arange(k[inl].min(), k[inl].max()) + 0.5)
         hit = np.array([np.abs(yw - m).min() < max(1.5, 0.06 * t) for m in mids])
         if hit.size >= 2 and hit.mean() >= 0.7 and t / 2 >= MIN_PERIOD_PX:
@@ -298,7 +299,7 @@ def _candidate(resp: np.ndarray, x: int, period_guess: float, interval_mm: float
     n = int(inl.sum())
     if n < min_ticks:
         return _refuse(f"too few regularly spaced ticks ({n} < {min_ticks})", interval_mm, side=side)
-    geo = [_tick_geometry(resp, int(p), int(band[p].argmax()) + xa, 20.0) for p in pk]
+    geo = [geo_of[int(p)] for p in pk]
     resid = ys[inl] - (a + t * k[inl])
     rms = float(np.sqrt(np.mean(resid ** 2)))
     kin = k[inl]
@@ -308,7 +309,7 @@ def _candidate(resp: np.ndarray, x: int, period_guess: float, interval_mm: float
     ticks = [[g[0] + offset, g[1]] if side != "bottom" else [g[1], g[0] + offset] for g, ok in zip(geo, inl) if ok]
     strength = prof[pk]
     y_lo, y_hi = ys[inl].min() - 0.5 * t, ys[inl].max() + 0.5 * t
-    others = (ys > y_lo) & (ys < y_hi) & ~inl & (strength >= 0.5 * np.median(strength[inl]))
+    others = (ys > y_lo) & (ys < y_hi) & ~inl & (strength >= 0.8 * np.median(strength[inl]))
     if pattern is None:  # marks half-way are minor ticks, not noise
         others &= np.abs(((ys - a) / t) % 1 - 0.5) > 0.1
     extra = int(others.sum())
@@ -392,6 +393,8 @@ def read_ruler(grey: np.ndarray, interval_mm: float | None = None, min_ticks: in
                 continue
             tried.append(int(x))
             cands.append((float(score[x]), _candidate(resp, int(x), float(lag[x]), interval_mm, min_ticks, side, x0)))
+            if cands[-1][1].pixel_size_mm is not None:  # this side's ruler is read: the next columns are its edges
+                break
     if not cands:
         return _refuse("no periodic tick column near the left or right edge", interval_mm)
     ok = [(s * r.confidence, r) for s, r in cands if r.pixel_size_mm is not None]
