@@ -151,3 +151,16 @@ def test_bottom_ruler_plain_ticks_are_1_cm_and_alternating_ticks_5_mm():
     alt = read_ruler(with_bottom_ruler(dark(), 26.2, 21, heights=(12, 6)))
     assert alt.pattern == "alternating" and alt.pixel_size_mm == pytest.approx(5 / 26.2, rel=0.005), alt.reason
     assert all(y > 400 for _, y in alt.ticks)
+
+
+def test_evaluate_ruler_reports_coverage_and_agreement_with_reference(tmp_path):
+    from fetal_detect.evaluate.ruler import evaluate
+
+    (tmp_path / "images").mkdir()
+    cv2.imwrite(str(tmp_path / "images" / "a.png"), with_ruler(dark(), 30.0, n=14))
+    cv2.imwrite(str(tmp_path / "images" / "b.png"), dark(seed=2))
+    (tmp_path / "pixel_size.csv").write_text(f"file,pixel_size_mm\na.png,{5 / 30 * 1.02}\nb.png,0.2\n")
+    m = evaluate(tmp_path, out=tmp_path / "out", progress=False)
+    assert m["n_images"] == 2 and m["coverage"] == 0.5 and m["n_with_reference"] == 2
+    assert m["vs_reference"]["n"] == 1 and m["vs_reference"]["share_within_5pct"] == 1.0
+    assert (tmp_path / "out" / "metrics.json").exists() and (tmp_path / "out" / "per_image.csv").exists()
