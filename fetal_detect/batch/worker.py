@@ -98,13 +98,13 @@ class Worker:
     def _analyze(self, row: dict, pixel_size_mm: float | None) -> str:
         """Fill ``row`` in place (so the pixel size is kept even when the analysis then fails); the status."""
         from fetal_detect.io import load_image
-        from fetal_detect.measure.calibration import calibrate
+        from fetal_detect.measure.calibration import calibrate_image
 
         path = row["path"]
         loaded = load_image(path)
         user, how = (pixel_size_mm, "CSV pixel_size_mm") if pixel_size_mm is not None else (self.cfg.pixel_size_mm,
                                                                                                "--pixel-size")
-        cal = calibrate(loaded, user, user_detail=how)
+        cal = calibrate_image(loaded, user, user_detail=how)
         px = cal.pixel_size_mm
         row.update(pixel_size_mm=px, pixel_size_source=cal.source)
         try:

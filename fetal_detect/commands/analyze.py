@@ -28,11 +28,11 @@ def run(args) -> int:
     from fetal_detect.commands import print_json
     from fetal_detect.commands.measure import positive_mm
     from fetal_detect.io import load_image
-    from fetal_detect.measure.calibration import calibrate
+    from fetal_detect.measure.calibration import calibrate_image
     from fetal_detect.pipeline.analyze import Analyzer, draw_result
 
     loaded = load_image(args.image)
-    cal = calibrate(loaded, positive_mm(args.pixel_size) if args.pixel_size else None, user_detail="--pixel-size")
+    cal = calibrate_image(loaded, positive_mm(args.pixel_size) if args.pixel_size else None, user_detail="--pixel-size")
     px = cal.pixel_size_mm
     weights = {task: getattr(args, dest) for task, dest in WEIGHT_FLAGS.items() if getattr(args, dest)}
     report = Analyzer(weights).analyze(loaded.image, px, args.task, strict_plane=args.strict_plane)

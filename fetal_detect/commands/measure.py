@@ -27,11 +27,11 @@ def _load(args):
     """The image (or DICOM) and its :class:`~fetal_detect.measure.calibration.Calibration`
     (``--pixel-size``, else DICOM, else the on-screen ruler; see :func:`resolve_pixel_size`)."""
     from fetal_detect.io import load_image
-    from fetal_detect.measure.calibration import calibrate
+    from fetal_detect.measure.calibration import calibrate_image
 
     loaded = load_image(args.image)
     user = positive_mm(args.pixel_size) if args.pixel_size else None
-    args._calibration = calibrate(loaded, user, user_detail="--pixel-size")
+    args._calibration = calibrate_image(loaded, user, user_detail="--pixel-size")
     return loaded, args._calibration.pixel_size_mm
 
 

@@ -2,7 +2,7 @@
 scanner's on-screen depth ruler (:mod:`fetal_detect.measure.ruler`), else none (lengths in px).
 
 Every entry point (``measure``, ``analyze``, ``batch``, the API and the page) calls
-:func:`resolve_pixel_size` (or :func:`calibrate`, for a loaded file) and reports ``pixel_size_source``
+:func:`resolve_pixel_size` (or :func:`calibrate_image`, for a loaded file) and reports ``pixel_size_source``
 as one of ``user``, ``dicom``, ``ruler`` or null, with ``pixel_size_detail`` saying which flag, tag or
 ruler fit it was.
 """
@@ -59,7 +59,7 @@ def resolve_pixel_size(user_mm: float | None = None, dicom_mm: float | None = No
     return Calibration(r.pixel_size_mm, "ruler", f"{RULER_NOTE}: {r.reason}", r.as_dict())
 
 
-def calibrate(loaded, user_mm: float | None = None, *, user_detail: str = "given by the user",
+def calibrate_image(loaded, user_mm: float | None = None, *, user_detail: str = "given by the user",
               use_ruler: bool = True, interval_mm: float | None = None, frame: np.ndarray | None = None) -> Calibration:
     """:func:`resolve_pixel_size` for a :class:`fetal_detect.io.LoadedImage` (its DICOM calibration and
     its first frame, or ``frame``)."""

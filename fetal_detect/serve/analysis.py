@@ -78,9 +78,9 @@ def analyze_upload(analyzer, data: bytes, task: str = "auto", pixel_size_mm: flo
     del data
     if ctx is not None:
         ctx.set_cost(sum(f.size for f in loaded.frames))
-    from fetal_detect.measure.calibration import calibrate
+    from fetal_detect.measure.calibration import calibrate_image
 
-    cal = calibrate(loaded, pixel_size_mm, user_detail="request field pixel_size_mm")
+    cal = calibrate_image(loaded, pixel_size_mm, user_detail="request field pixel_size_mm")
     px = cal.pixel_size_mm
     best, frames = None, []
     for i, frame in enumerate(loaded.frames):
