@@ -14,7 +14,7 @@ import numpy as np
 from fetal_detect.data.converters.hc18 import HC18Item
 from fetal_detect.errors import FetalDetectError
 from fetal_detect.measure.agreement import icc_a1, roc_pr
-from fetal_detect.measure.geometry import dice, ellipse_perimeter, fit_ellipse, hausdorff_px, iou
+from fetal_detect.measure.geometry import Ellipse, dice, ellipse_perimeter, fit_ellipse, hausdorff_px, iou
 from fetal_detect.measure.hc import HCCalibration, fit_calibration
 from fetal_detect.report import draw_hc
 
@@ -71,6 +71,8 @@ def score(items: list[HC18Item], measurer, progress: bool = True) -> tuple[list[
                 row["hc_err_mm"] = res["hc_mm"] - ref_hc
             if truth is not None:
                 row["dice"] = dice(res["mask"], truth)
+                # the HC18 convention: the measured ellipse (what is reported and drawn) against the reference
+                row["ellipse_dice"] = dice(Ellipse(**res["ellipse"]).mask(truth.shape[:2]), truth)
                 row["iou"] = iou(res["mask"], truth)
                 row["hausdorff_mm"] = hausdorff_px(res["mask"], truth) * it.pixel_size_mm
             overlays[it.image_path.name] = draw_hc(img, res, truth_ell.as_dict() if truth_ell else None)
@@ -87,7 +89,7 @@ def summarise(rows: list[dict]) -> dict:
     def arr(key):
         return np.array([r[key] for r in ok if r.get(key) is not None and np.isfinite(r[key])], float)
 
-    err, d, hd, j = arr("hc_err_mm"), arr("dice"), arr("hausdorff_mm"), arr("iou")
+    err, d, hd, j, ed = arr("hc_err_mm"), arr("dice"), arr("hausdorff_mm"), arr("iou"), arr("ellipse_dice")
     m = {"n_images": len(rows), "n_scored": len(ok), "n_failed": len(rows) - len(ok)}
     if len(err):
         m.update(hc_mae_mm=float(np.mean(np.abs(err))), hc_bias_mm=float(np.mean(err)),
@@ -101,6 +103,8 @@ def summarise(rows: list[dict]) -> dict:
             m["hc_mae_by_tercile_mm"] = mae_by_tercile(ref, err)
     if len(d):
         m.update(dice=float(np.mean(d)), dice_sd=float(np.std(d)))
+    if len(ed):
+        m["ellipse_dice"] = float(np.mean(ed))
     if len(j):
         m["iou"] = float(np.mean(j))
     if len(hd):
