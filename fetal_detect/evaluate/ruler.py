@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import csv
 import logging
+import re
 import time
 from pathlib import Path
 
@@ -68,7 +69,7 @@ def _coverage(rows: list[dict]) -> dict:
     reasons: dict[str, int] = {}
     for r in rows:
         if not r["pixel_size_mm"]:
-            key = r["reason"].split("(")[0].strip()[:60]
+            key = re.sub(r"\d+(\.\d+)?", "N", r["reason"].split("(")[0].strip())[:60]
             reasons[key] = reasons.get(key, 0) + 1
     ms = [r["ruler_ms"] for r in rows if "ruler_ms" in r]
     px = [r["pixel_size_mm"] for r in ok]

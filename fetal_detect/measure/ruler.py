@@ -405,7 +405,7 @@ def read_ruler(grey: np.ndarray, interval_mm: float | None = None, min_ticks: in
         if other and abs(other[1].pixel_size_mm / best.pixel_size_mm - 1) > 0.05 and other[0] > 0.5 * ok[0][0]:
             return _refuse(f"the {best.side} and {other[1].side} rulers disagree on the scale", interval_mm)
         return best
-    cands.sort(key=lambda c: -c[0])
+    cands.sort(key=lambda c: (-len(c[1].ticks), -c[0]))  # the refusal that came closest to a ruler
     return cands[0][1]
 
 
