@@ -63,6 +63,30 @@ def _fixed(*points) -> list[tuple[int, int]]:
     return [tuple(int(v) for v in np.round(np.asarray(p, float) * 16)) for p in points]
 
 
+def draw_overlay(image: np.ndarray, overlay, measurements: dict | None = None, units: dict | None = None) -> np.ndarray:
+    """THE overlay renderer (CLI ``--overlay``, batch overlays, the API's ``overlay_png``): the primitives of a
+    :class:`fetal_detect.result.Overlay` (or its dict): ellipse, outlines, calipers, boxes, ruler ticks, numbers."""
+    ov = overlay.to_dict() if hasattr(overlay, "to_dict") else dict(overlay or {})
+    out = _bgr(image)
+    if ov.get("ellipse"):
+        _ellipse(out, ov["ellipse"], GREEN, 2)
+    if ov.get("boxes"):
+        out = draw_boxes(out, ov["boxes"], CYAN)
+    for o in ov.get("outlines") or []:
+        cv2.polylines(out, [np.round(np.asarray(o["points"], float) * 16).astype(np.int32)], True, GREEN, 1,
+                      cv2.LINE_AA, shift=4)
+    for c in ov.get("calipers") or []:
+        draw_calipers(out, *c["points"])
+    for x, y in ov.get("ruler_ticks") or []:
+        cv2.drawMarker(out, (round(x), round(y)), (26, 159, 255), cv2.MARKER_TILTED_CROSS, 6, 1)
+    lines = [f"{k.rsplit('_', 1)[0].upper()} {v:.1f} {(units or {}).get(k, '')}".rstrip()
+             for k, v in (measurements or {}).items() if isinstance(v, (int, float)) and not isinstance(v, bool)
+             and not (k.endswith("_px") and k[:-3] + "_mm" in measurements) and "uncalibrated" not in k]
+    if lines:
+        _label(out, lines[:6])
+    return out
+
+
 def contact_sheet(tiles: list[np.ndarray], captions: list[str] | None = None, cols: int = 4,
                   tile_w: int = 320) -> np.ndarray:
     """Grid of BGR tiles resized to ``tile_w`` wide, each with an optional caption."""

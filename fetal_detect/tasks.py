@@ -1,4 +1,4 @@
-"""The task table (``cfg/tasks.yaml``) as typed rows: task -> model yaml, data, imgsz, measurement.
+"""The task table (``cfg/tasks.yaml``) as typed rows: task (a model) -> model yaml, data, imgsz, measurement.
 
 The one place that says what a task is; CLI defaults, training, evaluation and export read it.
 """
@@ -41,7 +41,7 @@ class Task:
 def task_table() -> dict[str, Task]:
     rows = yaml.safe_load(TASKS_YAML.read_text())
     return {name: Task(name=name, **{**row, "preprocess": tuple(row.get("preprocess") or ())})
-            for name, row in rows.items()}
+            for name, row in rows.items() if name != "measure"}  # measure: the measurer table (measurers.py)
 
 
 def get_task(name: str) -> Task:

@@ -7,6 +7,14 @@ from pathlib import Path
 
 PKG = Path(__file__).resolve().parents[1] / "fetal_detect"
 MAX_LINES = 450
+# The layers of docs/architecture.md: a module may import its own layer and the ones below, never above.
+LAYERS = {
+    0: ("errors", "settings", "tasks", "measurers", "result"),  # core: the two tables, the result schema
+    1: ("io", "dicom", "image_headers", "preprocess", "report", "measure", "data", "runtime"),  # primitives
+    2: ("pipeline",),  # measurers (model -> numbers) and analyze (router -> Result)
+    3: ("engine", "evaluate", "export", "bench", "batch", "gan", "ablation", "serve"),  # consumers
+    4: ("commands", "cli", "__main__"),  # the CLI
+}
 
 
 def _module_name(path: Path) -> str:
@@ -93,6 +101,28 @@ def find_cycles(graph: dict[str, set[str]]) -> list[list[str]]:
 def test_no_import_cycles_among_fetal_detect_modules():
     cycles = find_cycles(import_graph())
     assert not cycles, "import cycles:\n" + "\n".join(" <-> ".join(c) for c in cycles)
+
+
+def layer_of(module: str) -> int:
+    parts = module.split(".")
+    if len(parts) == 1:
+        return 0  # fetal_detect/__init__
+    for level, names in LAYERS.items():
+        if parts[1] in names:
+            return level
+    raise AssertionError(f"{module}: in no layer of LAYERS (add it to docs/architecture.md and here)")
+
+
+def test_layers_import_downward_only():
+    up = [f"{m} (layer {layer_of(m)}) -> {d} (layer {layer_of(d)})"
+          for m, deps in import_graph().items() for d in deps if layer_of(d) > layer_of(m)]
+    assert not up, "upward imports:\n" + "\n".join(sorted(up))
+
+
+def test_the_data_layer_knows_no_training_gan_or_evaluation():
+    bad = [f"{m} -> {d}" for m, deps in import_graph().items() if m.startswith("fetal_detect.data")
+           for d in deps if d.split(".")[1:2] in (["engine"], ["gan"], ["evaluate"], ["pipeline"])]
+    assert not bad, bad
 
 
 def test_the_graph_sees_lazy_and_package_imports():

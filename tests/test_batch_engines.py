@@ -35,10 +35,10 @@ def test_local_engine_writes_one_row_per_image(local_out):
     df = pd.read_parquet(out)
     assert summary["new"] == N + 1 and summary["rows"] == N + 1
     assert len(df) == N + 1 and df["path"].is_unique and df["sha256"].str.len().eq(64).all()
-    for col in ("path", "sha256", "plane", "hc_mm", "bpd_mm", "quality", "status", "error", "models",
+    for col in ("path", "sha256", "plane", "measurers", "hc_mm", "bpd_mm", "nt_mm", "quality", "status", "reason", "models",
                 "processing_ms"):
         assert col in df.columns
-    assert set(df["status"]) <= {"ok", "error"}
+    assert set(df["status"]) <= {"ok", "no_finding", "error"}  # a 1-epoch model may find no skull
     assert df["models"].str.startswith("hc-seg=best.pt@").all()
     assert not Path(str(out) + ".parts").exists()  # journals consolidated and removed
 
@@ -47,7 +47,7 @@ def test_corrupt_file_in_the_middle_is_an_error_row(local_out):
     out, _ = local_out
     df = pd.read_parquet(out).set_index(pd.read_parquet(out)["path"].map(lambda p: Path(p).name))
     bad = df.loc[CORRUPT]
-    assert bad["status"] == "error" and CORRUPT in bad["error"] and "corrupt PNG" in bad["error"]
+    assert bad["status"] == "error" and CORRUPT in bad["reason"] and "corrupt PNG" in bad["reason"]
     assert len(df.drop(index=CORRUPT)) == N  # every image after it still has its row
 
 

@@ -15,7 +15,9 @@ def test_train_measure_evaluate_offline(tiny_hc_model, tmp_path, capsys):
     out = capsys.readouterr()
     if rc == 0:  # a 1-epoch model may find no skull; both outcomes must be clean
         res = json.loads(out.out)
-        assert {"hc_mm", "bpd_mm", "ofd_mm", "ellipse", "confidence", "ga_weeks", "processing_ms"} <= set(res)
+        assert {"hc_mm", "bpd_mm", "ofd_mm", "ga_weeks"} <= set(res["measurements"]) and res["status"] == "ok"
+        assert res["overlay"]["ellipse"] and {c["name"] for c in res["overlay"]["calipers"]} == {"bpd", "ofd"}
+        assert res["quality"] is not None and res["processing_ms"] > 0 and res["pixel_size_source"] == "user"
         assert overlay.exists()
     else:
         assert rc == 2 and out.err.startswith("fetal-detect: error:") and "Traceback" not in out.err

@@ -46,26 +46,28 @@ def fake_nt(monkeypatch, phantom):
 
 def test_analyze_flags_a_doubtful_plane_and_refuses_only_when_strict(fake_nt, phantom):
     a = Analyzer()
-    rep = a.analyze(phantom.image, 0.1, "nt")
-    assert rep["status"] == "ok" and rep["result"]["plane_ok"] is False and rep["result"]["missing"] == ["nasal bone"]
+    rep = a.analyze(phantom.image, 0.1, "nt").to_dict()
+    nt = rep["results"]["nt"]["details"]
+    assert rep["status"] == "ok" and nt["plane_ok"] is False and nt["missing"] == ["nasal bone"]
     assert abs(rep["measurements"]["nt_mm"] - 2.4) <= 0.1
-    strict = a.analyze(phantom.image, 0.1, "nt", strict_plane=True)
-    assert strict["status"] == "unsuitable_plane" and strict["measurements"].get("nt_mm") is None
-    assert strict["result"]["missing"] == ["nasal bone"]
+    strict = a.analyze(phantom.image, 0.1, "nt", options={"nt": {"strict_plane": True}}).to_dict()
+    assert strict["status"] == "refused" and strict["measurements"].get("nt_mm") is None and strict["reason"]
+    assert strict["results"]["nt"]["details"]["missing"] == ["nasal bone"]
 
 
 def test_api_draws_the_nt_calipers_band_and_names_the_model(fake_nt, phantom):
     data = cv2.imencode(".png", phantom.image)[1].tobytes()
     resp, _ = analyze_upload(Analyzer(), data, "nt", 0.1, overlay=True)
-    res = resp["result"]
+    res = resp["results"]["nt"]["details"]
     assert resp["status"] == "ok" and res["plane_ok"] is False and res["missing"] == ["nasal bone"]
-    assert resp["overlay"]["calipers"] == [res["calipers"]]  # the measured points, one on-to-on pair
-    assert len(resp["overlay"]["band"]) > 10 and resp["overlay"]["label"].startswith("NT 2.")
-    assert resp["overlay"]["label"].endswith(" mm")
-    assert resp["model"]["name"] == "nt-det" and resp["model"]["weights"] == "fake-nt-det.pt"
+    (caliper,) = resp["overlay"]["calipers"]  # the measured points, one on-to-on pair
+    assert caliper["name"] == "nt" and caliper["length_mm"] == pytest.approx(resp["measurements"]["nt_mm"], abs=0.01)
+    assert len(resp["overlay"]["outlines"][0]["points"]) > 10 and resp["overlay"]["outlines"][0]["name"] == "band"
+    assert res["value_label"].startswith("NT 2.") and res["value_label"].endswith(" mm")
+    assert resp["models"]["nt-det"]["weights"] == "fake-nt-det.pt"
     assert resp["overlay_png"].startswith("data:image/png")
     strict, _ = analyze_upload(Analyzer(), data, "nt", 0.1, strict_plane=True)
-    assert strict["status"] == "unsuitable_plane" and strict["result"]["missing"] == ["nasal bone"]
+    assert strict["status"] == "refused" and strict["results"]["nt"]["details"]["missing"] == ["nasal bone"]
 
 
 def test_batch_rows_carry_the_nt_plane_columns_and_overlays(fake_nt, phantom, tmp_path):
@@ -82,4 +84,4 @@ def test_batch_rows_carry_the_nt_plane_columns_and_overlays(fake_nt, phantom, tm
     strict = tmp_path / "strict.csv"
     run_batch(src, strict, task="nt", workers=0, pixel_size_mm=0.1, progress=False, strict_plane=True)
     row = pd.read_csv(strict).iloc[0]
-    assert row["status"] == "unsuitable_plane" and np.isnan(row["nt_mm"]) and row["missing"] == "nasal bone"
+    assert row["status"] == "refused" and np.isnan(row["nt_mm"]) and row["missing"] == "nasal bone"

@@ -58,9 +58,11 @@ def test_cli_box_mode_json_and_overlay(tmp_path, capsys):
     assert main(["measure", "nt", str(img), "--pixel-size", "0.1", "--box", box, "--crl-mm", "60",
                  "--overlay", str(overlay)]) == 0
     res = json.loads(capsys.readouterr().out)
-    assert abs(res["nt_mm"] - 3.8) <= 0.1 and len(res["calipers"]) == 2
-    assert {"confidence", "plane_ok", "missing", "processing_ms"} <= set(res)
-    assert res["risk"]["flag"] is True and res["risk"]["nt_centile"] > 99
+    nt = res["results"]["nt"]
+    assert abs(res["measurements"]["nt_mm"] - 3.8) <= 0.1 and len(res["overlay"]["calipers"][0]["points"]) == 2
+    assert res["overlay"]["calipers"][0]["name"] == "nt" and res["quality"] is not None and res["processing_ms"] > 0
+    assert {"plane_ok", "missing"} <= set(nt["details"])
+    assert nt["details"]["risk"]["flag"] is True and nt["details"]["risk"]["nt_centile"] > 99
     assert overlay.exists()
 
 

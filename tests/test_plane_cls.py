@@ -92,23 +92,43 @@ class _Stub:
         return self.pred
 
 
-@pytest.mark.parametrize("plane,task", [("trans-ventricular", "cns"), ("other", None)])
-def test_analyze_classifies_the_plane_then_routes(plane, task):
+@pytest.mark.parametrize("plane,routed", [("trans-ventricular", ["hc", "cns"]), ("trans-thalamic", ["hc"]),
+                                          ("other", [])])
+def test_analyze_classifies_the_plane_then_routes_to_every_measurer_of_the_plane(plane, routed):
     from fetal_detect.pipeline.analyze import Analyzer
     from fetal_detect.pipeline.cns import CNSMeasurer
+    from fetal_detect.pipeline.hc import HCMeasurer
 
     a = Analyzer()
-    a._measurers["plane-cls"] = _Stub(Prediction(probs={plane: 0.9, "trans-thalamic": 0.1}))
+    a._measurers["plane-cls"] = _Stub(Prediction(probs={plane: 0.9, "mid-sagittal": 0.1}))
+    a._measurers["hc"] = HCMeasurer(predictor=_Stub(Prediction()))  # finds no skull: that measurer's own status
     a._measurers["cns"] = CNSMeasurer(predictor=_Stub(Prediction(instances=[
         Instance("CSP", 0.8, (10, 10, 20, 16)), Instance("LV", 0.7, (30, 30, 50, 40)), Instance("CSP", 0.3, (0, 0, 1, 1))])))
-    report = a.analyze(np.zeros((64, 64), np.uint8), pixel_size_mm=0.2)
-    assert report["plane"] == plane and report["plane_confidence"] == 0.9 and report["task"] == task
-    if task == "cns":
-        s = report["result"]["structures"]
+    report = a.analyze(np.zeros((64, 64), np.uint8), pixel_size_mm=0.2).to_dict()
+    assert report["plane"] == plane and report["plane_confidence"] == 0.9 and report["measurers"] == routed
+    assert report["plane_evidence"]["probs"][plane] == 0.9 and report["models"]["plane-cls"]["backend"] == "stub"
+    if "hc" in routed:
+        assert report["results"]["hc"]["status"] == "no_finding" and "no skull" in report["results"]["hc"]["reason"]
+    if "cns" in routed:
+        s = report["results"]["cns"]["details"]["structures"]
         assert s["CSP"]["width_px"] == 10 and s["CSP"]["width_mm"] == 2.0 and s["CSP"]["confidence"] == 0.8
-        assert report["result"]["plane_check"]["ok"] and report["status"] == "ok"
+        assert report["results"]["cns"]["details"]["plane_check"]["ok"] and report["status"] == "ok"
+        assert {b["name"] for b in report["overlay"]["boxes"]} >= {"CSP", "LV"}
+    elif routed:
+        assert report["status"] == "no_finding" and report["measurements"] == {}
     else:
         assert report["status"] == "no_standard_plane" and report["measurements"] == {}
+
+
+def test_the_plane_gate_can_refuse_before_any_measurement():
+    from fetal_detect.pipeline.analyze import Analyzer
+
+    seen = []
+    a = Analyzer(gate=lambda image, pred: seen.append(pred.top_class) or "looks unlike the training images")
+    a._measurers["plane-cls"] = _Stub(Prediction(probs={"trans-thalamic": 0.6, "other": 0.4}))
+    report = a.analyze(np.zeros((64, 64), np.uint8)).to_dict()
+    assert seen == [("trans-thalamic", 0.6)] and report["status"] == "refused" and report["measurers"] == []
+    assert report["reason"] == "looks unlike the training images" and report["plane_evidence"]["gate"] == report["reason"]
 
 
 def test_cns_report_adds_mask_areas_in_mm2_when_a_cns_seg_model_is_loaded():

@@ -103,7 +103,7 @@ image = make_hc(3, pixel_size_mm=0.2).image
 pred = load_predictor("hc-seg", {str(hc_onnx)!r}, conf=0.01).predict(image)
 measurer = HCMeasurer({str(hc_onnx)!r})
 try:
-    status = Analyzer({{"hc-seg": {str(hc_onnx)!r}}}).analyze(image, 0.2, "hc")["status"]
+    status = Analyzer({{"hc-seg": {str(hc_onnx)!r}}}).analyze(image, 0.2, "hc").status
 except FetalDetectError as e:  # a 1-epoch model may find no skull: still a clean answer
     status = e.status
 print(json.dumps({{"backend": measurer.predictor.backend, "status": status, "n": len(pred.instances),

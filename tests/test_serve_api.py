@@ -89,21 +89,25 @@ def post(client, body: bytes, name: str = "x.png", **form):
 def test_health_and_ready_report_loaded_models(oracle_client):
     assert oracle_client.get("/health").json()["status"] == "alive"
     ready = oracle_client.get("/ready").json()
-    assert ready["ready"] is True and ready["models"]["hc"]["backend"] == "oracle"
+    assert ready["ready"] is True and ready["models"]["hc-seg"]["backend"] == "oracle"
 
 
 def test_analyze_returns_measurements_in_mm_with_report_fields(oracle_client, head):
     r = post(oracle_client, png(head.image), pixel_size_mm="0.2", overlay="true", include_image="1")
     assert r.status_code == 200, r.text
     rep = r.json()
-    assert rep["status"] == "ok" and rep["task"] == "hc"
-    for key in ("plane", "plane_confidence", "detections", "image_quality", "processing_ms", "model", "version"):
+    assert rep["status"] == "ok" and rep["requested"] == "auto" and rep["measurers"] == ["hc"]  # no plane-cls: HC
+    for key in ("plane", "plane_confidence", "plane_evidence", "reason", "quality", "overlay", "image_quality",
+                "processing_ms", "models", "version", "results"):
         assert key in rep
     m = rep["measurements"]
     assert m["hc_mm"] == pytest.approx(head.truth["hc_mm"], rel=0.02)
     assert {"bpd_mm", "ofd_mm"} <= set(m) and rep["units"]["hc_mm"] == "mm"
     assert rep["overlay"]["ellipse"]["a"] > 0
-    assert rep["image"]["pixel_size_source"] == "user" and rep["model"]["name"] == "hc-seg"
+    assert rep["pixel_size_source"] == "user" and rep["models"]["hc-seg"]["backend"] == "oracle"
+    assert {c["name"] for c in rep["overlay"]["calipers"]} == {"bpd", "ofd"}
+    bpd = next(c for c in rep["overlay"]["calipers"] if c["name"] == "bpd")
+    assert bpd["length_mm"] == m["bpd_mm"]  # the drawn caliper is the reported number
     assert rep["overlay_png"].startswith("data:image/png;base64,") and rep["frame_png"].startswith("data:image/png")
 
 
@@ -139,15 +143,15 @@ def test_nothing_found_is_a_clean_answer(oracle_client):
 
 def test_dicom_pixel_spacing_gives_mm(oracle_client, head):
     rep = post(oracle_client, dicom([head.image], pixel_spacing_mm=0.2), name="a.dcm").json()
-    assert rep["image"]["pixel_size_source"] == "dicom" and rep["image"]["pixel_size_mm"] == pytest.approx(0.2)
+    assert rep["pixel_size_source"] == "dicom" and rep["pixel_size_mm"] == pytest.approx(0.2)
     assert rep["measurements"]["hc_mm"] == pytest.approx(head.truth["hc_mm"], rel=0.02)
 
 
 def test_dicom_ultrasound_region_calibration_gives_mm(oracle_client, head):
     rep = post(oracle_client, dicom([head.image], region_cm=0.02), name="b.dcm").json()
-    assert rep["image"]["pixel_size_source"] == "dicom"
-    assert rep["image"]["pixel_size_detail"].startswith("DICOM SequenceOfUltrasoundRegions")
-    assert rep["image"]["pixel_size_mm"] == pytest.approx(0.2)
+    assert rep["pixel_size_source"] == "dicom"
+    assert rep["pixel_size_detail"].startswith("DICOM SequenceOfUltrasoundRegions")
+    assert rep["pixel_size_mm"] == pytest.approx(0.2)
     assert rep["measurements"]["hc_mm"] == pytest.approx(head.truth["hc_mm"], rel=0.02)
 
 
@@ -257,9 +261,9 @@ def test_tiny_model_answers_cleanly(tiny_hc_model, head):
     with TestClient(app, base_url=LOCAL) as client:
         ready = wait_ready(client)
         r = post(client, png(head.image), pixel_size_mm="0.2")
-    assert ready["models"]["hc"]["weights"] == tiny_hc_model.name
+    assert ready["models"]["hc-seg"]["weights"] == tiny_hc_model.name
     assert r.status_code == 200 and r.json()["status"] in ("ok", "no_finding")  # a 1-epoch model may find nothing
-    assert r.json()["model"]["name"] == "hc-seg"
+    assert r.json()["models"]["hc-seg"]["weights"] == tiny_hc_model.name
 
 
 def test_serve_command_rejects_bad_options_in_one_line(capsys):
@@ -269,3 +273,13 @@ def test_serve_command_rejects_bad_options_in_one_line(capsys):
     assert main(["serve", "--port", "70000"]) == 2
     err = capsys.readouterr().err
     assert err.count("fetal-detect: error:") == 2 and "Traceback" not in err
+
+
+def test_the_measurer_table_is_the_api_task_enum_and_the_page_list(oracle_client):
+    from fetal_detect import measurers
+
+    body = oracle_client.get("/measurers").json()
+    assert body["choices"] == list(measurers.choices()) == ["auto", *measurers.names()]
+    assert [m["name"] for m in body["measurers"]] == list(measurers.names())
+    form = oracle_client.get("/openapi.json").json()["paths"]["/api/v1/analyze"]["post"]["requestBody"]
+    assert form["content"]["multipart/form-data"]["schema"]["properties"]["task"]["enum"] == body["choices"]

@@ -146,6 +146,7 @@ def test_page_uploads_a_phantom_and_shows_the_measured_overlay(chromium_exe, tmp
                          browser=True)
             browser.open(url + "/")
             browser.wait_for("document.body && document.body.dataset.state === 'ready'")
+            options = browser.js("[...document.getElementById('task').options].map((o) => o.value)")
             browser.js("document.getElementById('pixel').value = '0.25'")
             root = browser.send("DOM.getDocument")["root"]["nodeId"]
             node = browser.send("DOM.querySelector", {"nodeId": root, "selector": "#file"})["nodeId"]
@@ -172,6 +173,9 @@ def test_page_uploads_a_phantom_and_shows_the_measured_overlay(chromium_exe, tmp
             browser.close()
     print(f"screenshot: {shot}")
     assert state == "done", page
+    from fetal_detect import measurers
+
+    assert options == list(measurers.choices())  # the page's task list is the server's measurer table
     assert page["status"] == "ok" and (page["width"], page["height"]) == (480, 360)
     assert float(page["hc"]) == pytest.approx(head.truth["hc_mm"], rel=0.02) and page["unit"] == "mm"
     assert page["green"] > 200  # the ellipse is drawn on the canvas

@@ -72,11 +72,11 @@ def test_no_absolute_server_path_in_ready_answers_or_errors(head):
     elsewhere = "/srv/secret/checkout/weights/nt-seg.pt"
 
     class Leaky(OracleAnalyzer):
-        def analyze(self, image, px, task):
-            report = super().analyze(image, px, task)
-            report["models"] = {"nt": {"nt-det": {"weights": abs_weights}, "nt-seg": {"weights": elsewhere}}}
-            report.setdefault("result", {})["note"] = f"model {elsewhere} used"
-            return report
+        def analyze(self, image, pixel_size_mm=None, task="auto", **kw):
+            result = super().analyze(image, pixel_size_mm, task, **kw)
+            result.models = {"nt-det": {"weights": abs_weights}, "nt-seg": {"weights": elsewhere}}
+            result.reason = f"model {elsewhere} used"
+            return result
 
     app = create_app(workers=1, queue=1, analyzer_factory=lambda: Leaky([(head.image, head.mask)]))
     with TestClient(app, base_url=LOCAL) as c:

@@ -7,7 +7,8 @@ import os
 import time
 from pathlib import Path
 
-from fetal_detect.batch.worker import HEAD, KNOWN_MEASUREMENTS, TAIL, TEXT_COLUMNS
+from fetal_detect import measurers
+from fetal_detect.result import HEAD, TAIL
 from fetal_detect.errors import FetalDetectError
 
 FORMATS = ("parquet", "csv")
@@ -87,20 +88,16 @@ def consolidate(rows: list[dict], out: Path, fmt: str) -> int:
     keys: list[str] = []
     for r in rows:
         keys += [k for k in r if k not in keys]
-    meas = [k for k in KNOWN_MEASUREMENTS if k in keys or k in ("hc_mm", "bpd_mm", "ofd_mm", "ga_weeks")]
-    meas += sorted(k for k in keys if k not in meas and k not in HEAD and k not in TAIL and k != "overlay")
-    cols = [*HEAD, *meas, *TAIL] + (["overlay"] if "overlay" in keys else [])
+    fields = measurers.field_columns()  # the measurer table's columns, in table order, always present
+    extra = sorted(k for k in keys if k not in fields and k not in HEAD and k not in TAIL and k != "overlay")
+    cols = [*HEAD, *fields, *extra, *TAIL] + (["overlay"] if "overlay" in keys else [])
     df = pd.DataFrame([{c: r.get(c) for c in cols} for r in rows], columns=cols)
-    for c in [*meas, "plane_confidence", "quality", "pixel_size_mm", "processing_ms"]:
-        if c in TEXT_COLUMNS:
+    numeric = [*measurers.units(), "plane_confidence", "quality", "pixel_size_mm", "processing_ms"]
+    for c in numeric:
+        df[c] = pd.to_numeric(df[c], errors="coerce").astype("float64")
+    for c in cols:
+        if c not in numeric and df[c].map(lambda v: v is None or isinstance(v, str)).all():
             df[c] = df[c].astype("string")
-        elif c == "plane_ok":
-            df[c] = df[c].astype("boolean")
-        else:
-            df[c] = pd.to_numeric(df[c], errors="coerce").astype("float64")
-    for c in ("path", "sha256", "plane", "task", "status", "error", "pixel_size_source", "units", "models",
-              "version"):
-        df[c] = df[c].astype("string")
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.tmp")
     if fmt == "parquet":

@@ -4,40 +4,20 @@ from __future__ import annotations
 import os
 import time
 from pathlib import Path
-from typing import Iterable
 
 from fetal_detect.batch.engines import ENGINES, run_local, run_ray
 from fetal_detect.batch.inputs import collect_inputs
 from fetal_detect.batch.output import Journal, _remove_parts, consolidate, output_format, parts_dir, read_rows
 from fetal_detect.batch.worker import BatchConfig
 from fetal_detect.errors import FetalDetectError
-
-KIND_MODEL = {"auto": "hc-seg", "hc": "hc-seg", "nt": "nt-det", "cns": "cns-det"}  # bare --weights goes here
-
-
-def parse_weights(task: str, weights: Iterable[str] | dict | None) -> dict:
-    """``["PATH", "nt-seg=PATH"]`` -> ``{model task: path}``; a bare PATH goes to its sidecar's task or the default."""
-    from fetal_detect.runtime import read_sidecar
-
-    if isinstance(weights, dict):
-        return dict(weights)
-    out: dict = {}
-    for w in weights or []:
-        name, sep, path = str(w).partition("=")
-        if not sep or Path(w).exists():
-            name, path = read_sidecar(Path(w)).get("task") or KIND_MODEL[task], w
-        if not Path(path).exists():
-            raise FetalDetectError(f"{path}: weights file not found")
-        out[name] = str(Path(path).resolve())
-    return out
-
+from fetal_detect.result import STATUSES
 
 def run_batch(src: str | Path, out: str | Path, task: str = "auto", engine: str = "local", workers: int | None = None,
               fmt: str | None = None, weights=None, overlays: str | Path | None = None,
               pixel_size_mm: float | None = None, address: str | None = None, retry_errors: bool = False,
-              progress: bool = True, strict_plane: bool = False) -> dict:
+              progress: bool = True, backend: str = "auto", strict_plane: bool = False) -> dict:
     """Analyse every image of ``src`` into ``out``; returns a summary (counts, seconds, images/s)."""
-    from fetal_detect.pipeline.analyze import TASKS
+    from fetal_detect.pipeline.analyze import TASKS, parse_weights
 
     if task not in TASKS:
         raise FetalDetectError(f"--task must be one of {', '.join(TASKS)}, got '{task}'")
@@ -50,10 +30,11 @@ def run_batch(src: str | Path, out: str | Path, task: str = "auto", engine: str 
         workers = os.cpu_count() or 1
     done = read_rows(out, fmt)
     skip = frozenset(r["sha256"] for r in done if r.get("sha256") and (r.get("status") == "ok" or not retry_errors))
-    cfg = BatchConfig(task=task, weights=parse_weights(task, weights), pixel_size_mm=pixel_size_mm,
-                      overlays=str(overlays) if overlays else None, skip_hashes=skip, strict_plane=strict_plane)
+    cfg = BatchConfig(task=task, weights=parse_weights(weights, task), pixel_size_mm=pixel_size_mm,
+                      overlays=str(overlays) if overlays else None, skip_hashes=skip, backend=backend,
+                      strict_plane=strict_plane)
     rows = run_local(items, cfg, workers) if engine == "local" else run_ray(items, cfg, workers, address)
-    counts = {"new": 0, "skipped": 0, "ok": 0, "error": 0}
+    counts = {"new": 0, "skipped": 0, **{s: 0 for s in STATUSES}}
     t0, t_first = time.perf_counter(), None
     journal = Journal(parts_dir(out))
     bar = _progress(len(items), engine, progress)
@@ -68,7 +49,7 @@ def run_batch(src: str | Path, out: str | Path, task: str = "auto", engine: str 
             journal.write(row)
             t_first = t_first or time.perf_counter()
             counts["new"] += 1
-            counts[row["status"]] = counts.get(row["status"], 0) + 1
+            counts[row["status"]] += 1
     finally:
         bar.close()
         journal.close()

@@ -1,53 +1,64 @@
-"""``analyze IMAGE``: classify the scan plane, route to its measurement (HC, NT, CNS), print one JSON report."""
-WEIGHT_FLAGS = {"plane-cls": "plane_weights", "hc-seg": "hc_weights", "nt-det": "nt_weights", "nt-seg": "nt_seg_weights",
-                "cns-det": "cns_weights", "cns-seg": "cns_seg_weights"}
+"""``analyze IMAGE``: classify the scan plane, run the measurements that serve it, print one JSON result.
+
+The measurement choices, the routing and the weights flags are generated from the measurer table
+(``measure:`` in ``cfg/tasks.yaml``); the output is :meth:`fetal_detect.result.Result.to_dict`.
+"""
+from fetal_detect import measurers
+from fetal_detect.runtime import BACKEND_CHOICES
+
+
+def add_common(p, task_help: str) -> None:
+    """The flags ``analyze`` and ``batch`` share: task, weights, back-end."""
+    p.add_argument("--task", default="auto", choices=measurers.choices(), help=task_help)
+    p.add_argument("--weights", action="append", default=[], metavar="[TASK=]PATH",
+                   help="a model for a task, e.g. cns-seg=best.pt (repeatable; a bare PATH goes to the task its "
+                        "sidecar names); default: the shipped models")
+    p.add_argument("--backend", default="auto", choices=BACKEND_CHOICES,
+                   help="auto (default): a parity-checked INT8 ONNX model when one is shipped or exported, else "
+                        "PyTorch; torch: always the .pt; onnx: the ONNX export. The choice is in every result's models")
+    from fetal_detect.commands.measure import add_strict_plane
+
+    add_strict_plane(p)
+
+
+def routing_help() -> str:
+    rows = measurers.measurer_table().values()
+    planes = sorted({p for m in rows for p in m.planes})
+    route = "; ".join(f"{p} -> {' + '.join(measurers.routes(p))}" for p in planes)
+    return f"auto (default): classify the plane first ({route}; other -> no_standard_plane)"
 
 
 def register(sub):
-    from fetal_detect.commands.measure import add_strict_plane
-
-    p = sub.add_parser("analyze", help="plane + the matching measurement for one image, as one JSON report",
-                       description="Classify the scan plane (plane-cls) and route to the right measurement: "
-                                   "trans-thalamic -> HC, mid-sagittal -> NT, trans-ventricular -> CNS structures, "
-                                   "other -> status no_standard_plane. --task forces one measurement.")
+    names = ", ".join(f"{m.name} ({m.description})" for m in measurers.measurer_table().values())
+    p = sub.add_parser("analyze", help="plane + the matching measurements for one image, as one JSON result",
+                       description="Classify the scan plane (plane-cls) and run the measurements the measurer table "
+                                   f"routes it to. Measurements: {names}. --task forces one.")
     p.add_argument("image", help="PNG/JPEG/BMP/TIFF or DICOM file")
-    p.add_argument("--task", default="auto", choices=("auto", "hc", "nt", "cns"),
-                   help="auto (default): classify the plane first")
+    add_common(p, routing_help())
     p.add_argument("--pixel-size", dest="pixel_size", metavar="MM",
                    help="mm per pixel; without it: the DICOM calibration, else the on-screen depth ruler, "
                         "else results in px")
-    for task, dest in WEIGHT_FLAGS.items():
-        p.add_argument(f"--{dest.replace('_', '-')}", dest=dest, metavar="W",
-                       help=f"{task} model (.pt/.onnx); default weights/{task}.pt")
-    p.add_argument("--overlay", metavar="PNG", help="write the image with the measurement (or detections) drawn")
-    add_strict_plane(p)
+    p.add_argument("--overlay", metavar="PNG", help="write the image with the overlay drawn (ellipse, calipers, boxes)")
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
     from fetal_detect.commands import print_json
-    from fetal_detect.commands.measure import positive_mm
+    from fetal_detect.commands.measure import call_options, positive_mm
     from fetal_detect.io import load_image
     from fetal_detect.measure.calibration import calibrate_image
-    from fetal_detect.pipeline.analyze import Analyzer, draw_result
+    from fetal_detect.pipeline.analyze import Analyzer, parse_weights
 
+    weights = parse_weights(args.weights, args.task)
     loaded = load_image(args.image)
     cal = calibrate_image(loaded, positive_mm(args.pixel_size) if args.pixel_size else None, user_detail="--pixel-size")
-    px = cal.pixel_size_mm
-    weights = {task: getattr(args, dest) for task, dest in WEIGHT_FLAGS.items() if getattr(args, dest)}
-    report = Analyzer(weights).analyze(loaded.image, px, args.task, strict_plane=args.strict_plane)
-    report["image"] = str(args.image)
-    report.update(cal.as_dict())
+    result = Analyzer(weights, backend=args.backend).analyze(loaded.image, task=args.task, calibration=cal,
+                                                            options=call_options(args))
+    result.extra["image"] = str(args.image)
     if args.overlay:
-        from fetal_detect.report import draw_boxes, write_image
+        from fetal_detect.report import draw_overlay, write_image
 
-        img = draw_result(loaded.image, report["task"], report["result"])
-        img = img if img is not None else draw_boxes(loaded.image, [])
-        if cal.source == "ruler":
-            from fetal_detect.measure.ruler import draw_ruler
-
-            img = draw_ruler(img, cal.ruler)
-        write_image(args.overlay, img)
-        report["overlay"] = args.overlay
-    print_json(report)
+        write_image(args.overlay, draw_overlay(loaded.image, result.overlay, result.measurements, result.units))
+        result.extra["overlay_file"] = args.overlay
+    print_json(result.to_dict())
     return 0

@@ -1,9 +1,8 @@
-"""``measure KIND IMAGE``: one measurement as JSON, optionally with an overlay PNG.
-
-Each kind is one small function below (``_hc``, ...) registered in ``KINDS``.
+"""``measure NAME IMAGE``: one measurement as JSON (:meth:`fetal_detect.result.Result.to_dict`), optionally with
+an overlay PNG. One subcommand per row of the measurer table; a measurement with flags of its own
+(``hc --ga-weeks``, ``nt --box``) adds them in :data:`EXTRAS`. "Nothing found" is a one-line error (exit 2).
 """
-import time
-
+from fetal_detect import measurers
 from fetal_detect.errors import FetalDetectError
 
 
@@ -14,62 +13,22 @@ def positive_mm(text: str) -> float:
     return parse_pixel_size_mm(text, "--pixel-size")
 
 
-def _add_common(p):
+def _add_common(p, spec):
+    from fetal_detect.runtime import BACKEND_CHOICES
+
     p.add_argument("image", help="PNG/JPEG/BMP/TIFF or DICOM file")
     p.add_argument("--pixel-size", dest="pixel_size", metavar="MM",
                    help="mm per pixel; without it: the DICOM calibration, else the on-screen depth ruler, "
                         "else results in px")
-    p.add_argument("--weights", help="model (.pt or .onnx); default: the shipped one")
+    p.add_argument("--weights", action="append", default=[], metavar="[TASK=]PATH",
+                   help=f"model (.pt or .onnx); a bare PATH is the {next(iter(spec.models))} model, TASK=PATH names "
+                        f"another ({', '.join(spec.all_models)}); default: the shipped ones")
+    p.add_argument("--backend", default="auto", choices=BACKEND_CHOICES,
+                   help="auto (default): a parity-checked INT8 ONNX when there is one, else PyTorch")
     p.add_argument("--overlay", metavar="PNG", help="write the image with the measurement drawn")
 
 
-def _load(args):
-    """The image (or DICOM) and its :class:`~fetal_detect.measure.calibration.Calibration`
-    (``--pixel-size``, else DICOM, else the on-screen ruler; see :func:`resolve_pixel_size`)."""
-    from fetal_detect.io import load_image
-    from fetal_detect.measure.calibration import calibrate_image
-
-    loaded = load_image(args.image)
-    user = positive_mm(args.pixel_size) if args.pixel_size else None
-    args._calibration = calibrate_image(loaded, user, user_detail="--pixel-size")
-    return loaded, args._calibration.pixel_size_mm
-
-
-def _finish(res: dict, args, loaded, measurer, draw, t0: float) -> dict:
-    """Overlay (``--overlay``), timing, pixel-size source and model facts, shared by every kind."""
-    from fetal_detect.report import write_image
-
-    if args.overlay:
-        img = draw(loaded.image, res)
-        if args._calibration.source == "ruler":
-            from fetal_detect.measure.ruler import draw_ruler
-
-            img = draw_ruler(img, args._calibration.ruler)
-        write_image(args.overlay, img)
-        res["overlay"] = args.overlay
-    res["processing_ms"] = round((time.perf_counter() - t0) * 1000, 1)
-    res.update(args._calibration.as_dict())
-    res["model"] = measurer.model_info
-    return res
-
-
-def _hc(args) -> dict:
-    from fetal_detect.pipeline import public
-    from fetal_detect.pipeline.hc import HCMeasurer
-    from fetal_detect.report import draw_hc
-
-    t0 = time.perf_counter()
-    loaded, px = _load(args)
-    measurer = HCMeasurer(args.weights, tta=True if args.tta else None)
-    res = _finish(measurer(loaded.image, px), args, loaded, measurer, draw_hc, t0)
-    if args.ga_weeks is not None:
-        if res.get("units") != "mm":
-            raise FetalDetectError("--ga-weeks needs HC in mm: give --pixel-size (or a calibrated DICOM, or an image with a readable depth ruler)")
-        from fetal_detect.measure.hc import intergrowth_hc_centile
-
-        res["centile"] = intergrowth_hc_centile(res["hc_mm"], args.ga_weeks)
-    return public(res)
-
+# --- flags of single measurements: (add_args(parser), options(args) -> (constructor options, call kwargs), post)
 
 def _hc_args(p):
     p.add_argument("--ga-weeks", type=float, help="known gestational age: adds the INTERGROWTH-21st HC z-score and centile")
@@ -77,23 +36,20 @@ def _hc_args(p):
                    "ellipses (hc18 val HC error 1.99 -> 1.94 mm; twice the model time)")
 
 
-def _nt(args) -> dict:
-    from fetal_detect.pipeline import public
-    from fetal_detect.pipeline.nt import NTMeasurer, draw_nt, parse_box
+def _hc_options(args):
+    return {"tta": True if args.tta else None}, {}
 
-    t0 = time.perf_counter()
-    box = parse_box(args.box)
-    crl = None
-    if args.crl_mm is not None:
-        try:
-            crl = float(args.crl_mm)
-        except ValueError:
-            raise FetalDetectError(f"--crl-mm must be a number of mm, got '{args.crl_mm}'") from None
-    loaded, px = _load(args)
-    measurer = NTMeasurer(args.weights, args.seg_weights, need_detector=box is None)
-    res = _finish(measurer(loaded.image, px, box=box, crl_mm=crl, strict_plane=args.strict_plane), args, loaded,
-                  measurer, draw_nt, t0)
-    return public(res)
+
+def _hc_post(result, args) -> None:
+    if args.ga_weeks is None:
+        return
+    m = result.results["hc"]
+    if m.units.get("hc_mm") != "mm" or m.values.get("hc_mm") is None:
+        raise FetalDetectError("--ga-weeks needs HC in mm: give --pixel-size (or a calibrated DICOM, or an image "
+                               "with a readable depth ruler)")
+    from fetal_detect.measure.hc import intergrowth_hc_centile
+
+    m.details["centile"] = intergrowth_hc_centile(m.values["hc_mm"], args.ga_weeks)
 
 
 def _nt_args(p):
@@ -106,27 +62,66 @@ def _nt_args(p):
 def add_strict_plane(p):
     """``--strict-plane``, shared by measure nt, analyze and batch."""
     p.add_argument("--strict-plane", dest="strict_plane", action="store_true",
-                   help="NT: refuse a doubtful mid-sagittal plane (status unsuitable_plane, no NT value) instead of "
+                   help="NT: refuse a doubtful mid-sagittal plane (status refused, no NT value) instead of "
                         "measuring it with plane_ok false and the reasons")
 
 
-KINDS = {"hc": (_hc, "head circumference, BPD, OFD (mm) and GA from the skull", _hc_args),
-         "nt": (_nt, "nuchal translucency thickness (mm), calipers, mid-sagittal plane check", _nt_args)}
+def call_options(args) -> dict:
+    """Per-measurement call options from shared flags (``analyze``, ``batch``): ``{"nt": {"strict_plane": True}}``."""
+    return {"nt": {"strict_plane": True}} if getattr(args, "strict_plane", False) else {}
+
+
+def _nt_options(args):
+    from fetal_detect.pipeline.nt import parse_box
+
+    box = parse_box(args.box)
+    crl = None
+    if args.crl_mm is not None:
+        try:
+            crl = float(args.crl_mm)
+        except ValueError:
+            raise FetalDetectError(f"--crl-mm must be a number of mm, got '{args.crl_mm}'") from None
+    if args.seg_weights:
+        args.weights.append(f"nt-seg={args.seg_weights}")
+    return {"need_detector": box is None}, {"box": box, "crl_mm": crl, "strict_plane": args.strict_plane}
+
+
+EXTRAS = {"hc": (_hc_args, _hc_options, _hc_post), "nt": (_nt_args, _nt_options, None)}
 
 
 def register(sub):
-    p = sub.add_parser("measure", help="measure one image (hc, nt) and print JSON")
+    names = ", ".join(measurers.names())
+    p = sub.add_parser("measure", help=f"measure one image ({names}) and print JSON")
     kinds = p.add_subparsers(dest="kind", metavar="KIND", required=True)
-    for name, (fn, helptext, *add_args) in KINDS.items():  # (run, help[, add_kind_specific_args])
-        k = kinds.add_parser(name, help=helptext, description=helptext)
-        _add_common(k)
-        for add in add_args:
-            add(k)
-        k.set_defaults(func=lambda args, fn=fn: _run(fn, args))
+    for spec in measurers.measurer_table().values():
+        k = kinds.add_parser(spec.name, help=spec.description, description=spec.description)
+        _add_common(k, spec)
+        add_args = EXTRAS.get(spec.name, (None,))[0]
+        if add_args:
+            add_args(k)
+        k.set_defaults(func=run)
 
 
-def _run(fn, args) -> int:
+def run(args) -> int:
     from fetal_detect.commands import print_json
+    from fetal_detect.io import load_image
+    from fetal_detect.measure.calibration import calibrate_image
+    from fetal_detect.pipeline.analyze import Analyzer, parse_weights
 
-    print_json(fn(args))
+    _, options, post = EXTRAS.get(args.kind, (None, None, None))
+    ctor, call = options(args) if options else ({}, {})
+    analyzer = Analyzer(parse_weights(args.weights, args.kind), backend=args.backend)
+    loaded = load_image(args.image)
+    cal = calibrate_image(loaded, positive_mm(args.pixel_size) if args.pixel_size else None, user_detail="--pixel-size")
+    analyzer.measurer(args.kind, **ctor)
+    result = analyzer.analyze(loaded.image, task=args.kind, calibration=cal, options={args.kind: call}, strict=True)
+    if post:
+        post(result, args)
+    result.extra["image"] = str(args.image)
+    if args.overlay:
+        from fetal_detect.report import draw_overlay, write_image
+
+        write_image(args.overlay, draw_overlay(loaded.image, result.overlay, result.measurements, result.units))
+        result.extra["overlay_file"] = args.overlay
+    print_json(result.to_dict())
     return 0

@@ -1,7 +1,8 @@
 """``serve``: the REST API and the web page under uvicorn (models load once, at start-up)."""
 import os
 
-from fetal_detect.errors import FetalDetectError, short
+from fetal_detect.errors import FetalDetectError
+from fetal_detect.runtime import BACKEND_CHOICES
 
 ALLOWED_HOSTS_ENV = "FETAL_DETECT_ALLOWED_HOSTS"
 
@@ -12,8 +13,10 @@ def register(sub):
                                    "threat model, reverse-proxy settings).")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1; 0.0.0.0 in a container)")
     p.add_argument("--port", type=int, default=8000)
-    p.add_argument("--weights", action="append", default=[], metavar="TASK=FILE",
+    p.add_argument("--weights", action="append", default=[], metavar="[TASK=]FILE",
                    help="model per task, e.g. hc-seg=weights/hc-seg.pt (repeatable; default: shipped weights)")
+    p.add_argument("--backend", default="auto", choices=BACKEND_CHOICES,
+                   help="auto (default): a parity-checked INT8 ONNX model when there is one, else PyTorch")
     p.add_argument("--workers", type=int, default=2, help="analysis threads, one model copy each (default 2)")
     p.add_argument("--queue", type=int, default=8, help="jobs waiting for a worker before 503 (default 8)")
     p.add_argument("--max-upload-mb", type=float, default=20, help="largest upload in MB (default 20)")
@@ -37,16 +40,6 @@ def register(sub):
     p.set_defaults(func=run)
 
 
-def parse_weights(items: list[str]) -> dict | None:
-    out = {}
-    for item in items:
-        task, sep, path = item.partition("=")
-        if not sep or not task or not path:
-            raise FetalDetectError(f"--weights must be TASK=FILE (e.g. hc-seg=weights/hc-seg.pt), got '{short(item)}'")
-        out[task] = path
-    return out or None
-
-
 def allowed_hosts(host: str, given: str | None) -> list[str]:
     """The Host header values to accept: given ones, else localhost + the bound address (any for 0.0.0.0/::)."""
     from fetal_detect.serve.guard import DEFAULT_ALLOWED_HOSTS
@@ -61,6 +54,7 @@ def allowed_hosts(host: str, given: str | None) -> list[str]:
 
 def run(args) -> int:
     from fetal_detect.io import MAX_PIXELS
+    from fetal_detect.pipeline.analyze import parse_weights
     from fetal_detect.serve.app import API_KEY_ENV, create_app
     from fetal_detect.serve.server import make_server
 
@@ -72,7 +66,7 @@ def run(args) -> int:
         if not value > 0:
             raise FetalDetectError(f"{flag} must be > 0 s, got {value}")
     hosts = allowed_hosts(args.host, args.allowed_hosts)
-    app = create_app(parse_weights(args.weights), max_upload_mb=args.max_upload_mb,
+    app = create_app(parse_weights(args.weights) or None, backend=args.backend, max_upload_mb=args.max_upload_mb,
                      max_pixels=args.max_pixels or MAX_PIXELS, workers=args.workers, queue=args.queue,
                      save_dir=args.save_dir, save_max_files=args.save_max_files, allowed_hosts=hosts,
                      allowed_origins=[o.strip() for o in args.allowed_origins.split(",") if o.strip()],

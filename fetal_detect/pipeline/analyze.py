@@ -1,103 +1,226 @@
-"""``analyze``: one image in, one JSON report out (plane, measurements, detections, quality).
+"""``analyze``: one image in, one :class:`~fetal_detect.result.Result` out (plane, measurements, quality, models).
 
-This is the single entry point the CLI ``analyze``, the web service and the batch runner call.
-``task="auto"`` classifies the plane first (when a plane classifier is available) and routes to the
-right measurement; ``hc`` / ``nt`` / ``cns`` force one. Models load once per :class:`Analyzer`.
+The single entry point the CLI (``analyze``, ``measure``), the web service and the batch runner call.
+``task="auto"`` classifies the plane (when a plane classifier is available), asks the plane gate (a
+hook: ``gate(image, plane_prediction) -> refusal | None``), then runs every measurer the measurer table
+routes that plane to; a measurement name runs that measurer alone. Models load once per :class:`Analyzer`.
 """
 from __future__ import annotations
 
+import functools
+import math
 import time
+from pathlib import Path
+from typing import Callable, Iterable
 
 import numpy as np
 
-from fetal_detect import __version__
+from fetal_detect import __version__, measurers
 from fetal_detect.errors import FetalDetectError
 from fetal_detect.pipeline import public
+from fetal_detect.result import Caliper, Measurement, Overlay, Result
 
-TASKS = ("auto", "hc", "nt", "cns")
-PLANE_ROUTES = {"trans-thalamic": "hc", "trans-ventricular": "cns", "mid-sagittal": "nt", "other": None}
-"""plane-cls class -> measurement (None: no standard plane, nothing is measured)."""
+TASKS = measurers.choices()  # ("auto", "hc", "nt", "cns", ...): generated from the measurer table
+PlaneGate = Callable[[np.ndarray, object], "str | None"]
 
 
 class Analyzer:
-    """Holds the loaded models; ``analyze(image, pixel_size_mm, task)`` returns a JSON-ready dict."""
+    """Holds the loaded models; ``analyze(image, pixel_size_mm, task)`` returns a :class:`Result`.
 
-    def __init__(self, weights: dict[str, str] | None = None):
-        self.weights = weights or {}
+    ``weights``: model task -> file (None: the default for ``backend``: a verified INT8 ONNX when
+    there is one and ``backend`` is ``auto``, else the shipped model). ``gate``: the plane gate the
+    auto router consults after classifying (None: every classified plane is accepted).
+    """
+
+    def __init__(self, weights: dict[str, str] | None = None, backend: str = "auto", gate: PlaneGate | None = None):
+        self.weights = dict(weights or {})
+        self.backend = backend
+        self.gate = gate
         self._measurers: dict = {}
 
-    def measurer(self, kind: str):
-        if kind not in self._measurers:
-            if kind == "hc":
-                from fetal_detect.pipeline.hc import HCMeasurer
+    def weights_for(self, tasks: Iterable[str]) -> dict[str, str | None]:
+        """Model task -> the file to load: named in ``weights``, else the back-end's default (None: shipped)."""
+        from fetal_detect.runtime import default_weights
 
-                self._measurers[kind] = HCMeasurer(self.weights.get("hc-seg"))
-            elif kind == "nt":
-                from fetal_detect.pipeline.nt import NTMeasurer
+        out = {t: self.weights.get(t) or default_weights(t, self.backend) for t in tasks}
+        return {k: (str(v) if v else None) for k, v in out.items()}
 
-                self._measurers[kind] = NTMeasurer(self.weights.get("nt-det"), self.weights.get("nt-seg"))
-            elif kind == "cns":
-                from fetal_detect.pipeline.cns import CNSMeasurer
-
-                self._measurers[kind] = CNSMeasurer(self.weights.get("cns-det"), seg_weights=self.weights.get("cns-seg"))
-            else:
-                raise FetalDetectError(f"task '{kind}' is not available in this build", status=400)
-        return self._measurers[kind]
+    def measurer(self, name: str, **options):
+        """The measurer of table row ``name``, built once (``options``: extra constructor arguments)."""
+        if name not in self._measurers:
+            spec = measurers.get_measurer(name)
+            kwargs = {arg: w for task, arg in {**spec.models, **spec.optional_models}.items()
+                      for w in [self.weights_for([task])[task]]}
+            self._measurers[name] = spec.load_class()(**kwargs, **options)
+        return self._measurers[name]
 
     def plane_classifier(self):
         """The plane-cls predictor (given in ``weights`` or shipped), or None when there is none."""
         if "plane-cls" not in self._measurers:
-            from fetal_detect.runtime import load_predictor
-            from fetal_detect.tasks import get_task
+            from fetal_detect.runtime import optional_predictor
 
-            t = get_task("plane-cls")
-            given = self.weights.get("plane-cls")
-            shipped = t.weights.exists() or t.weights.with_suffix(".onnx").exists()
-            self._measurers["plane-cls"] = load_predictor(t, given) if given or shipped else None
+            self._measurers["plane-cls"] = optional_predictor("plane-cls", self.weights_for(["plane-cls"])["plane-cls"])
         return self._measurers["plane-cls"]
 
     def analyze(self, image: np.ndarray, pixel_size_mm: float | None = None, task: str = "auto",
-                strict_plane: bool = False) -> dict:
-        """``strict_plane``: an NT on a doubtful plane is refused (``unsuitable_plane``) instead of flagged."""
+                calibration=None, options: dict | None = None, strict: bool = False) -> Result:
+        """Analyse one image. ``calibration`` (a :class:`fetal_detect.measure.calibration.Calibration`, from the
+        one precedence function) replaces ``pixel_size_mm`` and records its source; ``options``: per-measurer
+        call arguments (``{"nt": {"box": ...}}``); ``strict``: a measurer's "nothing found" raises (``measure``)
+        instead of becoming its status."""
         if task not in TASKS:
             raise FetalDetectError(f"task must be one of {', '.join(TASKS)}, got '{task}'")
         t0 = time.perf_counter()
-        plane, plane_conf, models = None, None, {}
-        kind = task
-        if task == "auto":
-            classifier = self.plane_classifier()
-            if classifier is None:  # no plane model: the HC pipeline, as before plane-cls existed
-                kind = "hc"
-            else:
-                plane, plane_conf = classifier.predict(image).top_class
-                plane_conf = round(float(plane_conf), 4)
-                models["plane-cls"] = {"task": "plane-cls", "weights": str(classifier.weights),
-                                       "backend": classifier.backend}
-                kind = PLANE_ROUTES.get(plane)
-        if kind is None:
-            report = {"status": "no_standard_plane", "task": None, "plane": plane, "plane_confidence": plane_conf,
-                      "measurements": {}, "result": {}, "models": models, "version": __version__}
-            report["processing_ms"] = round((time.perf_counter() - t0) * 1000, 1)
-            return report
-        m = self.measurer(kind)
-        res = m(image, pixel_size_mm, **({"strict_plane": strict_plane} if kind == "nt" else {}))
-        report = {"status": res.get("status", "ok"), "task": kind, "plane": plane, "plane_confidence": plane_conf,
-                  "measurements": {k: v for k, v in res.items() if k.endswith(("_mm", "_px", "_weeks"))},
-                  "result": public(res), "models": {**models, kind: m.model_info}, "version": __version__}
-        report["processing_ms"] = round((time.perf_counter() - t0) * 1000, 1)
-        return report
+        res = Result(status="ok", requested=task, pixel_size_mm=pixel_size_mm, version=__version__)
+        if calibration is not None:
+            pixel_size_mm = res.calibrate(calibration).pixel_size_mm
+        names = [task] if task != measurers.AUTO else self.route(image, res)
+        if task == measurers.AUTO and not names and res.status == "ok":
+            res.status, res.reason = "no_standard_plane", f"plane '{res.plane}': no measurement serves it"
+        for name in names:
+            m = self._run(name, image, pixel_size_mm, (options or {}).get(name, {}), strict)
+            res.results[name] = m
+            res.models.update(m.models)
+        res.measurers = list(res.results)
+        if res.results:
+            statuses = [m.status for m in res.results.values()]
+            if "ok" not in statuses:
+                res.status = "refused" if "refused" in statuses else "no_finding"
+                res.reason = "; ".join(f"{m.measurer}: {m.reason}" for m in res.results.values() if m.reason)
+        res.processing_ms = round((time.perf_counter() - t0) * 1000, 1)
+        return res
+
+    def route(self, image: np.ndarray, res: Result) -> list[str]:
+        """The auto router: plane-cls -> the plane gate -> the measurers the table routes the plane to.
+
+        Without a plane classifier: the table's first measurer (HC), as before plane-cls existed.
+        Fills ``res.plane``, ``plane_confidence``, ``plane_evidence`` (and ``status``/``reason`` on refusal).
+        """
+        classifier = self.plane_classifier()
+        if classifier is None:
+            res.plane_evidence = {"classifier": None, "note": "no plane classifier: the default measurement"}
+            return [measurers.default_measurer()]
+        pred = classifier.predict(image)
+        plane, conf = pred.top_class
+        res.plane, res.plane_confidence = plane, round(float(conf), 4)
+        res.plane_evidence = {"classifier": "plane-cls",
+                              "probs": {k: round(float(v), 4) for k, v in sorted(pred.probs.items(), key=lambda kv: -kv[1])}}
+        res.models["plane-cls"] = predictor_info(classifier)
+        refusal = self.gate(image, pred) if self.gate is not None else None
+        res.plane_evidence["gate"] = refusal
+        if refusal:
+            res.status, res.reason = "refused", str(refusal)
+            return []
+        return measurers.routes(plane)
+
+    def _run(self, name: str, image: np.ndarray, pixel_size_mm: float | None, kwargs: dict, strict: bool) -> Measurement:
+        spec = measurers.get_measurer(name)
+        m = self.measurer(name)
+        try:
+            out = m(image, pixel_size_mm, **kwargs)
+        except FetalDetectError as e:
+            if strict or e.status != 422:  # a bad request (pixel size, box) is the same for every measurer
+                raise
+            return Measurement(name, status="no_finding", reason=str(e), models=models_of(m, spec))
+        return to_measurement(spec, out, models_of(m, spec), pixel_size_mm)
 
 
-def draw_result(image: np.ndarray, task: str | None, result: dict) -> np.ndarray | None:
-    """The overlay of one measurement, as the measurer draws it: HC ellipse, NT calipers and band, else
-    the detected boxes; None when there is nothing to draw."""
-    from fetal_detect.report import draw_boxes, draw_hc
+def predictor_info(p) -> dict:
+    """``{weights, backend, sha256}`` of a loaded predictor (the file's content hash identifies the model)."""
+    w = str(getattr(p, "weights", ""))
+    return {"weights": w, "backend": getattr(p, "backend", None), "sha256": _sha256(w)}
 
-    if task == "nt" and result.get("calipers"):
-        from fetal_detect.pipeline.nt import draw_nt
 
-        return draw_nt(image, result)
-    if "ellipse" in result:
-        return draw_hc(image, result)
-    dets = result.get("detections") or result.get("instances") or list((result.get("structures") or {}).values())
-    return draw_boxes(image, dets) if dets else None
+@functools.lru_cache(maxsize=64)
+def _sha256(path: str) -> str | None:
+    if not path or not Path(path).is_file():
+        return None
+    from fetal_detect.data.registry import file_sha256
+
+    return file_sha256(Path(path))
+
+
+def models_of(measurer, spec: measurers.MeasurerSpec) -> dict:
+    """Model task -> predictor info for the models a measurer holds (constructor argument ``x_weights`` ->
+    attribute ``x_predictor``), so every result's ``models`` says which file and back-end ran."""
+    out = {}
+    for task, arg in {**spec.models, **spec.optional_models}.items():
+        p = getattr(measurer, arg.replace("weights", "predictor"), None)
+        if p is not None:
+            out[task] = predictor_info(p)
+    return out
+
+
+def to_measurement(spec: measurers.MeasurerSpec, out: dict, models: dict, pixel_size_mm: float | None) -> Measurement:
+    """A measurer's output dict -> :class:`Measurement`: the table's fields with units, the measurer's own
+    ``status``/``note`` (e.g. NT on an unsuitable plane: refused), quality, overlay primitives, the rest as details."""
+    values = {f: out[f] for f in spec.fields if f in out}
+    own = out.get("status", "ok")
+    status = "ok" if own == "ok" else "refused"
+    reason = None if status == "ok" else (out.get("note") or own)
+    draws = set(spec.overlay)  # the primitives the table row declares
+    overlay = Overlay(ellipse=out.get("ellipse") if "ellipse" in draws else None,
+                      calipers=calipers(spec, out, pixel_size_mm) if "calipers" in draws else [],
+                      boxes=boxes(out) if "boxes" in draws else [],
+                      outlines=outlines(out) if "outline" in draws else [])
+    skip = set(values) | {"ellipse", "calipers", "status", "confidence", "processing_ms", "model_ms"} | {
+        k for k in out if k.endswith("_outline_xy")}
+    details = {k: v for k, v in public(out).items() if k not in skip}
+    return Measurement(spec.name, status, reason, values, {f: spec.fields[f] for f in values},
+                       out.get("confidence"), overlay, models, details)
+
+
+def calipers(spec: measurers.MeasurerSpec, out: dict, pixel_size_mm: float | None) -> list[Caliper]:
+    """The measurer's calipers in the one schema: :class:`Caliper` items as they are, a bare point pair
+    ``[[x, y], [x, y]]`` named after the row's first field; an ellipse adds its BPD (minor) and OFD (major) axes,
+    named after the row's ``*bpd_mm``/``*ofd_mm`` fields and as long as the reported values."""
+    found = out.get("calipers") or []
+    if len(found) == 2 and all(isinstance(p, (list, tuple)) and len(p) == 2 and not isinstance(p[0], (list, tuple))
+                               for p in found):
+        found = [Caliper(next(iter(spec.fields), spec.name).split("_")[0], tuple(found[0]), tuple(found[1]))]
+    result = [c for c in found if isinstance(c, Caliper)]
+    e = out.get("ellipse")
+    if e:
+        t = math.radians(e["angle_deg"])
+        for axis, half, ang in (("ofd", e["a"], t), ("bpd", e["b"], t + math.pi / 2)):
+            name = next((f[:-3] for f in spec.fields if f.endswith(f"{axis}_mm")), axis)  # e.g. brain_bpd
+            dx, dy = math.cos(ang) * half, math.sin(ang) * half
+            result.append(Caliper(name, (e["cx"] - dx, e["cy"] - dy), (e["cx"] + dx, e["cy"] + dy), 2 * half,
+                                  out.get(f"{name}_mm")))  # the reported (calibrated) length, not a second one
+    for c in result:
+        if c.length_px is None:
+            c.length_px = float(np.hypot(c.p2[0] - c.p1[0], c.p2[1] - c.p1[1]))
+        if c.length_mm is None and pixel_size_mm:
+            c.length_mm = c.length_px * pixel_size_mm
+    return result
+
+
+def outlines(out: dict) -> list[dict]:
+    """Closed traces a measurer reports as ``<name>_outline_xy`` (the NT ``band_outline_xy``), as named point lists."""
+    return [{"name": k[: -len("_outline_xy")], "points": [[round(float(x), 2), round(float(y), 2)] for x, y in v]}
+            for k, v in out.items() if k.endswith("_outline_xy") and v is not None and len(v) > 2]
+
+
+def boxes(out: dict) -> list[dict]:
+    """Boxes as ``{name, confidence, box_xyxy}`` (image px): the measurer's detections, else its structures."""
+    src = out.get("detections") or list((out.get("structures") or {}).values())
+    return [{"name": d.get("name"), "confidence": d.get("confidence"), "box_xyxy": d["box_xyxy"]}
+            for d in src if isinstance(d, dict) and "box_xyxy" in d]
+
+
+def parse_weights(weights: Iterable[str] | dict | None, task: str = "auto") -> dict:
+    """``["PATH", "nt-seg=PATH"]`` -> ``{model task: path}`` (CLI ``--weights``, batch, serve); a bare PATH goes to
+    its sidecar's task, else the primary model of ``task``."""
+    from fetal_detect.runtime import read_sidecar
+
+    if isinstance(weights, dict):
+        return dict(weights)
+    out: dict = {}
+    for w in weights or []:
+        name, sep, path = str(w).partition("=")
+        if not sep or Path(w).exists():
+            name, path = read_sidecar(Path(w)).get("task") or measurers.primary_model(task), w
+        if not Path(path).exists():
+            raise FetalDetectError(f"{path}: weights file not found")
+        out[name] = str(Path(path).resolve())
+    return out

@@ -14,10 +14,12 @@ from pathlib import Path
 
 from fetal_detect.errors import FetalDetectError
 from fetal_detect.runtime.base import Instance, Prediction, Predictor, read_sidecar, to_bgr
+from fetal_detect.settings import WEIGHTS_DIR
 from fetal_detect.tasks import Task, get_task
 
 __all__ = ["Instance", "Prediction", "Predictor", "read_sidecar", "to_bgr", "load_predictor", "optional_predictor",
-           "resolve_weights", "predictor_class", "BACKENDS", "TorchPredictor", "OnnxPredictor", "OpenVinoPredictor"]
+           "resolve_weights", "predictor_class", "BACKENDS", "BACKEND_CHOICES", "default_weights", "verified_export",
+           "TorchPredictor", "OnnxPredictor", "OpenVinoPredictor"]
 
 
 def _torch():
@@ -38,6 +40,7 @@ def _openvino():
     return OpenVinoPredictor
 
 
+BACKEND_CHOICES = ("auto", "torch", "onnx")  # --backend of analyze/batch/serve; auto = the fastest verified model
 # weights suffix -> the Predictor subclass (imported only when used: a torch-free install never imports torch)
 BACKENDS = {".pt": _torch, ".onnx": _onnx, ".xml": _openvino}  # ".xml": an OpenVINO IR (or its *_openvino_model folder)
 
@@ -96,3 +99,44 @@ def load_predictor(task: str | Task, weights: str | Path | None = None, conf: fl
     t = get_task(task) if isinstance(task, str) else task
     w = resolve_weights(t, weights)
     return predictor_class(w)(t, w, conf=conf)
+
+
+def verified_export(task: Task) -> Path | None:
+    """A parity-checked INT8 ONNX of the shipped ``.pt``: ``weights/<task>-int8.onnx`` or the export cache
+    ``runs/export/<task>/<task>-int8.onnx``, whose sidecar says the parity check passed and whose
+    ``source_sha256`` is the shipped checkpoint's (a stale export of other weights is never used)."""
+    from fetal_detect import settings
+    from fetal_detect.data.registry import file_sha256
+
+    pt = task.weights
+    src_sha = file_sha256(pt) if pt.exists() else None
+    for cand in (WEIGHTS_DIR / f"{task.name}-int8.onnx", settings.RUNS_DIR / "export" / task.name / f"{task.name}-int8.onnx"):
+        meta = read_sidecar(cand) if cand.exists() else {}
+        passed = (meta.get("metrics") or {}).get("passed") is True
+        if passed and (src_sha is None or meta.get("source_sha256") == src_sha):
+            return cand
+    return None
+
+
+def default_weights(task: str | Task, backend: str = "auto") -> Path | None:
+    """The file to load for ``task`` when none was named, by back-end policy (``--backend``):
+
+    ``auto`` (default): a verified INT8 ONNX when there is one (:func:`verified_export`), else the shipped
+    model (None: :func:`resolve_weights` decides); ``torch``: the shipped ``.pt``; ``onnx``: a verified
+    export or the shipped ``.onnx``. The choice shows in every result's ``models``.
+    """
+    t = get_task(task) if isinstance(task, str) else task
+    if backend not in BACKEND_CHOICES:
+        raise FetalDetectError(f"--backend must be one of {', '.join(BACKEND_CHOICES)}, got '{backend}'")
+    if backend == "torch":
+        return t.weights
+    fast = verified_export(t)
+    if fast is not None:
+        return fast
+    if backend == "onnx":
+        onnx = t.weights.with_suffix(".onnx")
+        if not onnx.exists():
+            raise FetalDetectError(f"--backend onnx: no verified ONNX model for {t.name}; run "
+                                   f"`python export.py --task {t.name} --format onnx --int8 --verify`")
+        return onnx
+    return None

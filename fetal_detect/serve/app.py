@@ -1,4 +1,4 @@
-"""The web service: ``POST /api/v1/analyze``, ``/health``, ``/ready``, offline API docs and the page at ``/``.
+"""The web service: ``POST /api/v1/analyze``, ``/health``, ``/ready``, ``/measurers``, offline API docs and the page at ``/``.
 
 ``create_app(...)`` builds the FastAPI app (tests inject the model); ``fetal-detect serve`` runs it under
 uvicorn. Models load once, in the background at start-up, one :class:`~fetal_detect.pipeline.analyze.Analyzer`
@@ -31,7 +31,7 @@ from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
-from fetal_detect import __version__
+from fetal_detect import __version__, measurers
 from fetal_detect.errors import FetalDetectError
 from fetal_detect.io import MAX_FRAMES, MAX_PIXELS
 from fetal_detect.serve.guard import API_KEY_ENV, DEFAULT_ALLOWED_HOSTS, ApiGuard, ServiceGuard, error_response
@@ -48,17 +48,20 @@ ANALYZE_FORM = {  # documented by hand: the endpoint parses the form itself to e
         "type": "object", "required": ["file"], "properties": {
             "file": {"type": "string", "format": "binary",
                      "description": "PNG, JPEG, BMP, TIFF or DICOM (still or multi-frame cine); sniffed, not trusted"},
-            "task": {"type": "string", "enum": ["auto", "hc", "nt", "cns"], "default": "auto"},
+            "task": {"type": "string", "enum": list(measurers.choices()), "default": "auto",
+                     "description": "auto: classify the plane, run what the measurer table routes it to; or one "
+                                    "measurement (GET /measurers lists them)"},
             "pixel_size_mm": {"type": "number", "description": "mm per pixel; wins over the DICOM calibration and the on-screen ruler"},
             "include_image": {"type": "boolean", "default": False,
                               "description": "add the analysed frame as a PNG data URL (frame_png)"},
             "overlay": {"type": "boolean", "default": False,
                         "description": "add a server-drawn overlay as a PNG data URL (overlay_png)"},
             "strict_plane": {"type": "boolean", "default": False,
-                             "description": "NT: refuse a doubtful mid-sagittal plane (status unsuitable_plane) "
-                                            "instead of measuring it with plane_ok false"}}}}}},
-    "responses": {"200": {"description": "the report: status, task, plane, measurements (mm), units, detections, "
-                                         "overlay primitives, image_quality, image, model, processing_ms"},
+                             "description": "NT: refuse a doubtful mid-sagittal plane (status refused) instead of "
+                                            "measuring it with plane_ok false"}}}}}},
+    "responses": {"200": {"description": "the result schema (fetal_detect.result.Result): status, reason, plane, "
+                                         "measurements (mm), units, quality, calibration, overlay primitives, "
+                                         "models; plus image and image_quality"},
                   "400": {"description": "bad or corrupt file, bad field"}, "401": {"description": "API key"},
                   "413": {"description": "too large (bytes, pixels or frames)"},
                   "415": {"description": "unsupported format"},
@@ -211,23 +214,23 @@ class WorkerPool:
 
 
 def preload(analyzer) -> dict:
-    """Load every model the analyzer can build: the plane classifier when there is one, HC (must load),
-    the other measurers when their weights exist."""
-    from fetal_detect.serve.analysis import model_info
+    """Load every model the analyzer can build: the plane classifier when there is one, the default
+    measurement (must load), the other rows of the measurer table when their weights exist."""
+    from fetal_detect.pipeline.analyze import models_of, predictor_info
 
     models = {}
     classifier = analyzer.plane_classifier() if hasattr(analyzer, "plane_classifier") else None
     if classifier is not None:
-        models["plane-cls"] = model_info("plane-cls", classifier)
-    for kind in ("hc", "nt", "cns"):
+        models["plane-cls"] = predictor_info(classifier)
+    for name in measurers.names():
         try:
-            m = analyzer.measurer(kind)
-        except Exception as e:  # only HC is required; the others load when their weights are there
-            if kind == "hc":
+            m = analyzer.measurer(name)
+        except Exception as e:  # only the default measurement is required; the others load when present
+            if name == measurers.default_measurer():
                 raise
-            log.info("%s measurer not loaded: %s", kind, e)
+            log.info("%s measurer not loaded: %s", name, e)
             continue
-        models[kind] = model_info(kind, m)
+        models.update(models_of(m, measurers.get_measurer(name)))
     return models
 
 
@@ -241,11 +244,11 @@ def warm_up(analyzer) -> None:
         pass  # "nothing found" on a black frame is expected
 
 
-def default_analyzer_factory(weights: dict | None) -> Callable[[], object]:
+def default_analyzer_factory(weights: dict | None, backend: str = "auto") -> Callable[[], object]:
     def make():
         from fetal_detect.pipeline.analyze import Analyzer
 
-        return Analyzer(weights)
+        return Analyzer(weights, backend=backend)
 
     return make
 
@@ -255,7 +258,7 @@ def create_app(weights: dict | None = None, max_upload_mb: float = 20, max_pixel
                max_frames: int = MAX_FRAMES, analyzer_factory: Callable[[], object] | None = None,
                allowed_hosts=DEFAULT_ALLOWED_HOSTS, allowed_origins=(), max_client_connections: int = 32,
                job_deadline_s: float = 60, max_wait_s: float = 60, body_timeout_s: float = 120,
-               body_idle_s: float = 15, save_max_files: int | None = None):
+               body_idle_s: float = 15, save_max_files: int | None = None, backend: str = "auto"):
     """Build the app. ``weights`` maps task -> file (``{"hc-seg": "best.pt"}``; None: the shipped ones).
 
     ``max_upload_mb`` caps the upload (413), ``max_pixels`` one frame (decompression bombs, 413),
@@ -266,7 +269,8 @@ def create_app(weights: dict | None = None, max_upload_mb: float = 20, max_pixel
     that may post cross-site; ``max_client_connections`` per client address (0: no cap);
     ``body_timeout_s``/``body_idle_s`` for reading an upload (408); ``save_dir`` keeps each analysed frame
     (PNG, no DICOM header) and its JSON, owner-only, the newest ``save_max_files`` pairs when given;
-    nothing is kept otherwise. ``analyzer_factory`` replaces ``Analyzer(weights)`` (tests inject stubs).
+    nothing is kept otherwise. ``analyzer_factory`` replaces ``Analyzer(weights, backend=backend)`` (tests
+    inject stubs); ``backend``: ``runtime.BACKEND_CHOICES`` (auto: a verified INT8 ONNX when there is one).
     """
     from contextlib import asynccontextmanager
 
@@ -281,7 +285,7 @@ def create_app(weights: dict | None = None, max_upload_mb: float = 20, max_pixel
     api_key = api_key if api_key is not None else (os.environ.get(API_KEY_ENV) or None)
     max_bytes = int(max_upload_mb * 1024 * 1024)
     save_dir = Path(save_dir) if save_dir else None
-    pool = WorkerPool(analyzer_factory or default_analyzer_factory(weights), workers, queue,
+    pool = WorkerPool(analyzer_factory or default_analyzer_factory(weights, backend), workers, queue,
                       job_deadline_s=job_deadline_s, max_wait_s=max_wait_s)
 
     @asynccontextmanager
@@ -359,6 +363,10 @@ def create_app(weights: dict | None = None, max_upload_mb: float = 20, max_pixel
         if save_dir is not None:
             resp["saved_as"] = await asyncio.to_thread(save_result, save_dir, frame, resp, save_max_files)
         return JSONResponse(resp)
+
+    @app.get("/measurers", tags=["service"], summary="The measurements this server offers (the measurer table; no key needed)")
+    async def measurer_table():
+        return {"choices": list(measurers.choices()), "measurers": measurers.describe()}
 
     @app.get("/docs", include_in_schema=False)
     async def docs():

@@ -50,12 +50,12 @@ class OracleAnalyzer(Analyzer):
         super().__init__(None)
         self.oracle = MaskOracle({image_key(im): m for im, m in pairs})
 
-    def measurer(self, kind: str):
-        if kind == "hc":
+    def measurer(self, name: str, **options):
+        if name == "hc":
             from fetal_detect.pipeline.hc import HCMeasurer
 
             return self._measurers.setdefault("hc", HCMeasurer(predictor=self.oracle))
-        return super().measurer(kind)
+        return super().measurer(name, **options)
 
 
 @contextmanager

@@ -70,7 +70,7 @@ async function render(body, stem) {
   drawOverlay(ctx, report);
   fillMeasurements(report);
   fillFacts(report);
-  $("message").textContent = report.message || "";
+  $("message").textContent = report.reason || "";
   $("result").hidden = false;
   const n = Object.keys(report.measurements || {}).filter((k) => !HIDDEN.includes(k)).length;
   setState("done", report.status === "ok" ? `Done: ${n} measurement(s) in ${report.processing_ms} ms.`
@@ -88,23 +88,17 @@ function drawOverlay(ctx, report) {
     ctx.beginPath();
     ctx.ellipse(e.cx, e.cy, e.a, e.b, t, 0, 2 * Math.PI);
     ctx.stroke();
-    ctx.strokeStyle = COLORS.axis;
-    ctx.lineWidth = lw / 1.5;
-    for (const [len, ang] of [[e.a, t], [e.b, t + Math.PI / 2]]) {
-      const dx = Math.cos(ang) * len, dy = Math.sin(ang) * len;
-      line(ctx, e.cx - dx, e.cy - dy, e.cx + dx, e.cy + dy);
-    }
-    ctx.lineWidth = lw;
   }
-  if (ov.band && ov.band.length > 2) { // NT: the traced band outline
+  for (const o of ov.outlines || []) { // closed traces, e.g. the NT band
+    if (o.points.length < 3) continue;
     ctx.strokeStyle = COLORS.ellipse;
     ctx.beginPath();
-    ov.band.forEach(([x, y], i) => (i ? ctx.lineTo(x, y) : ctx.moveTo(x, y)));
+    o.points.forEach(([x, y], i) => (i ? ctx.lineTo(x, y) : ctx.moveTo(x, y)));
     ctx.closePath();
     ctx.stroke();
   }
   ctx.strokeStyle = COLORS.caliper;
-  for (const [[x1, y1], [x2, y2]] of ov.calipers || []) { // on-to-on: a bar across the line at each point
+  for (const { points: [[x1, y1], [x2, y2]] } of ov.calipers || []) { // BPD/OFD, NT, Vp: on-to-on bars
     line(ctx, x1, y1, x2, y2);
     const n = Math.hypot(x2 - x1, y2 - y1) || 1;
     const px = (-(y2 - y1) / n) * 4 * lw, py = ((x2 - x1) / n) * 4 * lw;
@@ -180,16 +174,16 @@ function fillFacts(report) {
   const q = report.image_quality || {};
   const facts = [
     ["status", report.status],
-    ["task", report.task],
+    ["measurements", (report.measurers || []).join(" + ") || "–"],
     ["plane", report.plane ? `${report.plane} (${fmt(report.plane_confidence)})` : "–"],
-    ["confidence", fmt(report.confidence)],
+    ["quality", fmt(report.quality)],
     ["image quality", fmt(q.score)],
     ["image", `${im.width} × ${im.height} px, ${im.format}` + (im.frames > 1 ? `, frame ${im.frame_index + 1} of ${im.frames}` : "")],
-    ["pixel size", im.pixel_size_mm ? `${fmt(im.pixel_size_mm, 4)} mm (${SOURCES[im.pixel_size_source] ?? im.pixel_size_source})`
+    ["pixel size", report.pixel_size_mm ? `${fmt(report.pixel_size_mm, 4)} mm (${SOURCES[report.pixel_size_source] ?? report.pixel_size_source})`
                                     : "none: lengths in px"],
-    ["detections", String((report.detections || []).length)],
-    ...planeFacts(report.result || {}),
-    ["model", `${report.model?.name ?? "–"} ${report.model?.weights ?? ""} (${report.model?.backend ?? ""})`],
+    ["detections", String((report.overlay?.boxes || []).length)],
+    ...planeFacts(report.results?.nt?.details || {}),
+    ["models", Object.entries(report.models || {}).map(([t, m]) => `${t}: ${m.weights} (${m.backend})`).join("; ") || "–"],
     ["version", report.version],
     ["processing", `${report.processing_ms} ms`],
   ];
@@ -205,10 +199,10 @@ function fillFacts(report) {
   }
 }
 
-function planeFacts(result) { // NT: the plane check, as in the CLI, batch and API
-  if (result.plane_ok === undefined || result.plane_ok === null) return [];
-  return [["plane check", (result.plane_ok ? "ok" : "doubtful") + ` (score ${fmt(result.plane_score, 2)})`],
-          ["missing", (result.missing || []).length ? result.missing.join(", ") : "none"]];
+function planeFacts(details) { // NT: the plane check, as in the CLI, batch and API
+  if (details.plane_ok === undefined || details.plane_ok === null) return [];
+  return [["plane check", (details.plane_ok ? "ok" : "doubtful") + ` (score ${fmt(details.plane_score, 2)})`],
+          ["missing", (details.missing || []).length ? details.missing.join(", ") : "none"]];
 }
 
 function fmt(v, digits = 3) {
@@ -217,13 +211,14 @@ function fmt(v, digits = 3) {
 
 function csvOf(report, stem) {
   const row = {
-    file: stem, status: report.status, task: report.task, plane: report.plane,
-    plane_confidence: report.plane_confidence, ...report.measurements, confidence: report.confidence,
-    image_quality: report.image_quality?.score, pixel_size_mm: report.image?.pixel_size_mm,
-    frame_index: report.image?.frame_index, detections: (report.detections || []).length,
-    plane_ok: report.result?.plane_ok, missing: (report.result?.missing || []).join(";"),
-    plane_score: report.result?.plane_score,
-    processing_ms: report.processing_ms, model: report.model?.name, weights: report.model?.weights,
+    file: stem, status: report.status, reason: report.reason, measurers: (report.measurers || []).join("+"),
+    plane: report.plane, plane_confidence: report.plane_confidence, ...report.measurements, quality: report.quality,
+    image_quality: report.image_quality?.score, pixel_size_mm: report.pixel_size_mm,
+    pixel_size_source: report.pixel_size_source, frame_index: report.image?.frame_index,
+    detections: (report.overlay?.boxes || []).length, plane_ok: report.results?.nt?.details?.plane_ok,
+    missing: (report.results?.nt?.details?.missing || []).join(";"), plane_score: report.results?.nt?.details?.plane_score,
+    processing_ms: report.processing_ms,
+    models: Object.entries(report.models || {}).map(([t, m]) => `${t}=${m.weights}/${m.backend}`).join(";"),
     version: report.version,
   };
   const cell = (v) => {
@@ -243,6 +238,23 @@ function download(blob, name) {
   setTimeout(() => URL.revokeObjectURL(a.href), 1000);
 }
 
+async function loadMeasurers() { // the task list is the server's measurer table
+  try {
+    const res = await fetch("measurers");
+    if (!res.ok) return;
+    const table = await res.json();
+    const select = $("task");
+    for (const m of table.measurers) {
+      const opt = document.createElement("option");
+      opt.value = m.name;
+      opt.textContent = `${m.name}: ${m.description}`;
+      select.append(opt);
+    }
+  } catch (err) {
+    // no table: auto still works
+  }
+}
+
 function wire() {
   const drop = $("drop");
   $("file").addEventListener("change", (e) => analyze(e.target.files[0]));
@@ -260,7 +272,7 @@ function wire() {
     new Blob([csvOf(last.report, last.stem)], { type: "text/csv" }), `${last.stem}.csv`));
   $("dl-png").addEventListener("click", () => last && $("canvas").toBlob(
     (blob) => download(blob, `${last.stem}-overlay.png`), "image/png"));
-  document.body.dataset.state = "ready";
+  loadMeasurers().finally(() => { document.body.dataset.state = "ready"; });
 }
 
 wire();
