@@ -113,5 +113,5 @@ print(json.dumps({{"backend": measurer.predictor.backend, "status": status, "n":
     res = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=120)
     assert res.returncode == 0, res.stderr[-2000:]
     out = json.loads(res.stdout.strip().splitlines()[-1])
-    assert out["backend"] == "onnx" and out["status"] in ("ok", 422)
+    assert out["backend"] == "onnx" and out["status"] in ("ok", "no_finding")  # a 1-epoch model may find no skull
     assert not out["torch"] and not out["ultralytics"]
