@@ -96,12 +96,15 @@ class Runner:
 
         images = [load_image(b, name="bench").image for b, _ in items]
         preds = self.predictor.predict_batch(images)
+        if self.measurer is None:
+            return 0
+        # as HCMeasurer.__call__: the image for the scan-sector cuts, the mirrored pass when the model's TTA is on
+        mirrored = (self.predictor.predict_batch([np.ascontiguousarray(im[:, ::-1]) for im in images])
+                    if self.measurer.tta else [None] * len(images))
         failed = 0
-        for (_, px), im, pred in zip(items, images, preds):
-            if self.measurer is None:
-                continue
+        for (_, px), im, pred, mir in zip(items, images, preds, mirrored):
             try:
-                self.measurer.from_prediction(pred, px, im.shape[:2])
+                self.measurer.from_prediction(pred, px, im.shape[:2], im, mir)
             except FetalDetectError:
                 failed += 1
         return failed
@@ -126,25 +129,33 @@ class Runner:
             backend(x.half() if getattr(backend, "fp16", False) else x)
 
 
-def _model_for(t: Task, fmt: str, src: Path, out: Path, calib_n: int, data: str | None):
-    """A predictor for ``fmt``, exported from ``src`` when needed; a missing back-end raises (-> skipped)."""
+def _model_for(t: Task, fmt: str, src: Path, out: Path, calib_n: int, data: str | None, imgsz: int | None = None):
+    """A predictor for ``fmt`` at input size ``imgsz`` (default: the model's), exported from ``src`` when needed
+    (at that size: INT8 calibrates on what it will see); a missing back-end raises (-> skipped)."""
     from fetal_detect.export import ensure_export, exported_predictor
 
     if fmt == "torch":
         from fetal_detect.runtime import TorchPredictor
 
-        return TorchPredictor(t, src)
+        return TorchPredictor(t, src, imgsz=imgsz)
     base, int8 = fmt.removesuffix("-int8"), fmt.endswith("-int8")
     missing = [m for m in ("openvino", "nncf")[:1 + int8] if base == "openvino" and importlib.util.find_spec(m) is None]
     if missing:
         raise FetalDetectError(f"{' and '.join(missing)} not installed (optional extra: pip install 'fetal-detect[openvino]')")
-    return exported_predictor(t, ensure_export(t, base, src, out, int8=int8, calib_n=calib_n, data=data))
+    folder = out / str(imgsz) if imgsz else out
+    return exported_predictor(t, ensure_export(t, base, src, folder, int8=int8, calib_n=calib_n, data=data, imgsz=imgsz))
 
 
 def bench(task: str | Task = "hc-seg", formats: tuple[str, ...] | list[str] = ("torch", "onnx", "onnx-int8"),
           n: int = 200, batch: int = 8, weights: str | Path | None = None, data: str | None = None,
-          threads: int | None = None, warmup: int = 3, calib_n: int = 64, out: str | Path | None = None) -> dict:
-    """Time every format on ``n`` validation images of ``task``; returns the JSON-ready result."""
+          threads: int | None = None, warmup: int = 3, calib_n: int = 64, out: str | Path | None = None,
+          imgsz: list[int] | None = None, accuracy: bool = False, stages: bool = False) -> dict:
+    """Time every format on ``n`` validation images of ``task``; returns the JSON-ready result.
+
+    ``imgsz``: input sizes to time each format at (keys ``<format>@<size>`` when more than one is given);
+    ``accuracy``: also score every entry on the val split (HC MAE, Dice; hc-seg); ``stages``: split the
+    fastest ONNX-family entry's pipeline into stages (:mod:`fetal_detect.bench_stages`).
+    """
     t = get_task(task) if isinstance(task, str) else task
     bad = [f for f in formats if f not in FORMATS]
     if bad:
@@ -168,18 +179,24 @@ def bench(task: str | Task = "hc-seg", formats: tuple[str, ...] | list[str] = ("
     items = bench_images(t, data, n, out)
     results: dict = {}
     runners: dict[str, Runner] = {}
-    for fmt in formats:
-        try:
-            runners[fmt] = Runner(t, fmt, _model_for(t, fmt, src, out, calib_n, data))
-            results[fmt] = {"weights": str(runners[fmt].predictor.weights), "backend": runners[fmt].predictor.backend}
-        except (FetalDetectError, ImportError) as e:
-            results[fmt] = {"skipped": str(e)}
-            log.warning("bench: %s skipped: %s", fmt, e)
+    sizes = list(imgsz or [None])
+    if any(s is not None and (s < 32 or s % 32) for s in sizes):
+        raise FetalDetectError("--imgsz sizes must be multiples of 32, at least 32")
+    for size in sizes:
+        for fmt in formats:
+            key = fmt if len(sizes) == 1 else f"{fmt}@{size}"
+            try:
+                runners[key] = Runner(t, fmt, _model_for(t, fmt, src, out, calib_n, data, size))
+                results[key] = {"weights": str(runners[key].predictor.weights), "backend": runners[key].predictor.backend}
+            except (FetalDetectError, ImportError) as e:
+                results[key] = {"skipped": str(e)}
+                log.warning("bench: %s skipped: %s", key, e)
 
     timings = {f: {k: [] for k in ("pipeline", "model", "pipeline_batch", "model_batch")} for f in runners}
     failed = dict.fromkeys(runners, 0)
-    from fetal_detect.io import load_image
     from tqdm import tqdm
+
+    from fetal_detect.io import load_image
 
     decoded = [load_image(b, name="bench").image for b, _ in items]
     for r in runners.values():  # warm-up: first calls build kernels and caches
@@ -212,19 +229,50 @@ def bench(task: str | Task = "hc-seg", formats: tuple[str, ...] | list[str] = ("
         results[fmt].update(pipeline=stats(tm["pipeline"]), model=stats(tm["model"]),
                             pipeline_batch=stats(tm["pipeline_batch"], bs), model_batch=stats(tm["model_batch"], bs),
                             imgsz=runners[fmt].predictor.imgsz, no_result=failed[fmt])
-    summary = _summary(t, results)
-    return {"task": t.name, "source_weights": str(src), "n_images": n, "batch": batch, "machine": machine_info(threads),
-            "results": results, "summary": summary}
+    res = {"task": t.name, "source_weights": str(src), "n_images": n, "batch": batch, "machine": machine_info(threads),
+           "results": results}
+    default = _default_imgsz(t, src)
+    ref_key = next((k for k, r in runners.items() if r.fmt == "torch" and r.predictor.imgsz == default),
+                   next((k for k, r in runners.items() if r.fmt == "torch"), None))
+    if accuracy and t.measure == "hc":
+        from fetal_detect.bench_tradeoff import accuracy_summary, val_accuracy
+        from fetal_detect.evaluate.hc_seg import items_for
+
+        val, _, _ = items_for(data or t.data, "val", out)
+        for key, r in tqdm(runners.items(), desc=f"accuracy {t.name} val", unit="model"):
+            results[key]["accuracy"] = val_accuracy(t, r.predictor, val)
+        res["accuracy_summary"] = accuracy_summary(results, ref_key)
+    res["summary"] = _summary(t, results, ref_key, res.get("accuracy_summary"))
+    if stages and t.measure == "hc":
+        from fetal_detect.bench_stages import splittable, stage_times
+
+        fast = [k for k in sorted(runners, key=lambda k: results[k]["pipeline"]["p50_ms"]) if splittable(runners[k].predictor)]
+        if fast:
+            res["stages"] = {"entry": fast[0], **stage_times(runners[fast[0]].predictor, items)}
+    return res
 
 
-def _summary(t: Task, results: dict) -> dict:
-    """Speed-up of each format over torch (pipeline p50) and, for hc-seg, the deployment targets."""
-    ref = results.get("torch", {}).get("pipeline", {}).get("p50_ms")
-    out = {"pipeline_speedup_vs_torch": {f: round(ref / r["pipeline"]["p50_ms"], 2)
+def _default_imgsz(t: Task, src: Path) -> int:
+    from fetal_detect.runtime import read_sidecar
+
+    return int(read_sidecar(src).get("imgsz") or t.imgsz)
+
+
+def _summary(t: Task, results: dict, ref_key: str | None, acc: dict | None = None) -> dict:
+    """Speed-up of each entry over torch at the model's own size (pipeline p50) and, for hc-seg, whether the
+    fastest export (the fastest within the HC MAE budget when ``acc`` was measured) meets the edge targets."""
+    ref = results.get(ref_key or "", {}).get("pipeline", {}).get("p50_ms")
+    out = {"reference": ref_key,
+           "pipeline_speedup_vs_torch": {f: round(ref / r["pipeline"]["p50_ms"], 2)
                                          for f, r in results.items() if ref and "pipeline" in r}}
-    q = results.get("onnx-int8", {}).get("pipeline")
-    if t.measure == "hc" and q:
-        out["target_int8_p50_le_25ms"] = q["p50_ms"] <= 25.0
+    cands = [k for k, r in results.items() if "pipeline" in r and r.get("backend") != "torch"
+             and (acc is None or k in acc["within_budget"])]
+    if t.measure == "hc" and cands:
+        best = min(cands, key=lambda k: results[k]["pipeline"]["p50_ms"])
+        p50 = results[best]["pipeline"]["p50_ms"]
+        out.update(fastest=best, fastest_p50_ms=p50, target_p50_le_25ms=p50 <= 25.0)
         if ref:
-            out["target_int8_3x_torch"] = ref / q["p50_ms"] >= 3.0
+            out["target_3x_torch"] = ref / p50 >= 3.0
+        if acc is not None:
+            out["fastest_hc_mae_change_mm"] = acc["hc_mae_change_mm"].get(best)
     return out

@@ -151,7 +151,8 @@ def ensure_export(task: str | Task, fmt: str, weights: str | Path, out: str | Pa
     path = export_path(t, fmt, int8, out)
     meta = read_sidecar(path) if path.is_file() else {}
     same_quant = not int8 or (meta.get("quantization") or {}).get("excluded") == kw.get("exclude", DEFAULT_EXCLUDE)
-    if path.exists() and meta.get("source_sha256") == file_sha256(Path(weights)) and same_quant:
+    same_size = kw.get("imgsz") is None or meta.get("imgsz") == kw["imgsz"]
+    if path.exists() and meta.get("source_sha256") == file_sha256(Path(weights)) and same_quant and same_size:
         return path
     return Path(export(t, fmt, weights=weights, int8=int8, out=out, **kw)["path"])
 
