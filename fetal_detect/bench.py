@@ -162,6 +162,8 @@ def bench(task: str | Task = "hc-seg", formats: tuple[str, ...] | list[str] = ("
         raise FetalDetectError(f"unknown format(s) {', '.join(bad)}; choose from {', '.join(FORMATS)}")
     if n < 1 or batch < 1:
         raise FetalDetectError("--n and --batch must be >= 1")
+    if any(s < 32 or s % 32 for s in imgsz or []):
+        raise FetalDetectError("--imgsz sizes must be multiples of 32, at least 32")
     threads = int(threads or os.cpu_count() or 1)
     os.environ["FETAL_DETECT_THREADS"] = str(threads)  # onnxruntime sessions pick this up
     src = resolve_weights(t, weights)
@@ -180,8 +182,6 @@ def bench(task: str | Task = "hc-seg", formats: tuple[str, ...] | list[str] = ("
     results: dict = {}
     runners: dict[str, Runner] = {}
     sizes = list(imgsz or [None])
-    if any(s is not None and (s < 32 or s % 32) for s in sizes):
-        raise FetalDetectError("--imgsz sizes must be multiples of 32, at least 32")
     for size in sizes:
         for fmt in formats:
             key = fmt if len(sizes) == 1 else f"{fmt}@{size}"
