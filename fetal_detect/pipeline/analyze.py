@@ -78,7 +78,7 @@ class Analyzer:
         if task == measurers.AUTO and not names and res.status == "ok":
             res.status, res.reason = "no_standard_plane", f"plane '{res.plane}': no measurement serves it"
         for name in names:
-            m = self._run(name, image, pixel_size_mm, (options or {}).get(name, {}), strict)
+            m = self._run(name, image, pixel_size_mm, (options or {}).get(name, {}), strict, routed=task != name)
             res.results[name] = m
             res.models.update(m.models)
         res.measurers = list(res.results)
@@ -113,9 +113,15 @@ class Analyzer:
             return []
         return measurers.routes(plane)
 
-    def _run(self, name: str, image: np.ndarray, pixel_size_mm: float | None, kwargs: dict, strict: bool) -> Measurement:
+    def _run(self, name: str, image: np.ndarray, pixel_size_mm: float | None, kwargs: dict, strict: bool,
+             routed: bool = False) -> Measurement:
         spec = measurers.get_measurer(name)
-        m = self.measurer(name)
+        try:
+            m = self.measurer(name)
+        except FetalDetectError as e:  # routed there by auto, but its model is not installed: say so, go on
+            if not routed:
+                raise
+            return Measurement(name, status="refused", reason=f"not available here: {e}")
         try:
             out = m(image, pixel_size_mm, **kwargs)
         except FetalDetectError as e:
