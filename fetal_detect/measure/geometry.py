@@ -58,7 +58,7 @@ def outer_contour(mask: np.ndarray) -> np.ndarray | None:
 
 class EllipseFit(NamedTuple):
     """A robust ellipse fit: the ellipse, the share of border points near it, and how many border points
-    were left out of the fit because they lie on an edge that is not skull (image, sector, detection box)."""
+    were left out of the fit because they lie on a cut that is not skull (image frame, scan sector)."""
 
     ellipse: Ellipse
     inliers: float
@@ -78,8 +78,8 @@ def fit_ellipse_detail(mask: np.ndarray, exclude: np.ndarray | None = None, min_
     """Robust ellipse fit to the outer border of the largest blob in ``mask``.
 
     Border points where ``exclude`` (a bool image of ``mask``'s shape, see :func:`border_zone`) is True
-    are left out: there the mask was cut by the image, the scan sector or the detection box, and a
-    straight cut pulls the fit. If fewer than ``min_kept`` of the points would remain, none are left
+    are left out: there the mask was cut by the image frame or the scan sector, and a straight cut
+    pulls the fit. If fewer than ``min_kept`` of the points would remain, none are left
     out (too little arc left to fit). Then the direct least-squares ellipse is fitted to the points near
     the convex hull, and refitted without outliers (points farther than ``max(trim_px, 3 x MAD)`` from the
     curve), so a broken or noisy contour (a missing arc, a stray blob glued on) pulls the fit little.
