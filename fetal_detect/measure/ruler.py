@@ -321,7 +321,7 @@ def _candidate(resp: np.ndarray, x: int, period_guess: float, interval_mm: float
     t = abs(t)
     if t < MIN_PERIOD_PX:
         return _refuse(f"tick spacing {t:.1f} px is too small to be a depth ruler", interval_mm, **kw)
-    if rms > max(0.6, 0.02 * t) or np.abs(resid).max() > max(1.5, 0.05 * t):
+    if rms > max(0.6, 0.025 * t) or np.abs(resid).max() > max(1.5, 0.05 * t):
         return _refuse(f"irregular tick gaps (rms {rms:.2f} px of {t:.1f} px spacing)", interval_mm, **kw)
     if n < 0.7 * span:
         return _refuse(f"ticks missing: {n} of {span} expected positions", interval_mm, **kw)
@@ -331,7 +331,7 @@ def _candidate(resp: np.ndarray, x: int, period_guess: float, interval_mm: float
         return _refuse(f"ticks not aligned in a column (x spread {aligned:.1f} px)", interval_mm, **kw)
     if contrast < MIN_CONTRAST:
         return _refuse(f"marks too faint for ruler ticks (contrast {contrast:.0f} < {MIN_CONTRAST})", interval_mm, **kw)
-    if n < 6 and (aligned > 1.0 or n < span):  # the fewest ticks allowed: only a clean, gap-free column
+    if n < 6 and (aligned > 1.5 or span > n + 1 or rms > 0.01 * t):  # the fewest ticks: only a clean column
         return _refuse(f"only {n} ticks and they are not a clean column", interval_mm, **kw)
     if side != "bottom" and ((x1s <= offset).any() or (x2s >= offset + w - 1).any()):
         return _refuse("marks touch the image border: not ruler ticks", interval_mm, **kw)
