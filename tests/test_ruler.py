@@ -164,3 +164,22 @@ def test_evaluate_ruler_reports_coverage_and_agreement_with_reference(tmp_path):
     assert m["n_images"] == 2 and m["coverage"] == 0.5 and m["n_with_reference"] == 2
     assert m["vs_reference"]["n"] == 1 and m["vs_reference"]["share_within_5pct"] == 1.0
     assert (tmp_path / "out" / "metrics.json").exists() and (tmp_path / "out" / "per_image.csv").exists()
+
+
+def test_batch_without_a_pixel_size_takes_the_ruler_and_a_given_size_wins(tiny_hc_model, tmp_path):
+    import pandas as pd
+
+    from fetal_detect.batch import run_batch
+
+    src = tmp_path / "in"
+    src.mkdir()
+    cv2.imwrite(str(src / "ruler.png"), with_ruler(dark(), 30.0, n=14))
+    cv2.imwrite(str(src / "plain.png"), dark(seed=4))
+    run_batch(src, tmp_path / "a.csv", task="hc", workers=0, weights=[str(tiny_hc_model)], progress=False)
+    df = pd.read_csv(tmp_path / "a.csv").sort_values("path")
+    assert df["pixel_size_source"].fillna("none").tolist() == ["none", "ruler"]
+    assert df["pixel_size_mm"].iloc[1] == pytest.approx(5 / 30.0, rel=0.005)
+    run_batch(src, tmp_path / "b.csv", task="hc", workers=0, weights=[str(tiny_hc_model)], pixel_size_mm=0.3,
+              progress=False)
+    df = pd.read_csv(tmp_path / "b.csv")
+    assert set(df["pixel_size_source"]) == {"user"} and set(df["pixel_size_mm"]) == {0.3}
