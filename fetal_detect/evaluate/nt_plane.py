@@ -195,7 +195,7 @@ def _end_to_end(items, weights, calibration: dict, out: Path, progress: bool, n_
     from tqdm import tqdm
 
     from fetal_detect.measure.nt import measure_nt
-    from fetal_detect.pipeline.nt import NTMeasurer, draw_nt
+    from fetal_detect.pipeline.nt import NTMeasurer
 
     m = NTMeasurer(weights, calibration=PlaneCalibration.from_meta({"plane_calibration": calibration}))
     m.detectors = m._scaled(calibration["imgsz"])
@@ -221,23 +221,27 @@ def _end_to_end(items, weights, calibration: dict, out: Path, progress: bool, n_
             except FetalDetectError:
                 row["nt_px_annotated_box"] = None
         if res is not None and len(tiles) < n_sheet and row["all_six_annotated"]:
-            tiles.append(_tile(draw_nt(grey, res), res))
+            tiles.append(_tile(grey, res))
             caps.append(f"{img.name} {res['value_label']} plane {'ok' if res['plane_ok'] else 'flag'} "
                         f"{res['plane_score']:.2f}")
         rows.append(row)
     return rows, (tiles, caps)
 
 
-def _tile(overlay: np.ndarray, res: dict, pad: int = 70) -> np.ndarray:
-    """The overlay cropped around the NT box and calipers (the value label at the top-left stays in)."""
+def _tile(grey: np.ndarray, res: dict, pad: int = 70) -> np.ndarray:
+    """The NT overlay of a crop around the NT box and calipers (value and plane flag drawn on the crop)."""
+    from fetal_detect.pipeline.nt import draw_nt
+
     pts = np.array([res["box_xyxy"][:2], res["box_xyxy"][2:], *res["calipers"]], float)
-    h, w = overlay.shape[:2]
+    h, w = grey.shape[:2]
     x1, y1 = np.maximum(pts.min(0) - pad, 0).astype(int)
     x2, y2 = np.minimum(pts.max(0) + pad, [w, h]).astype(int)
-    tile = overlay[y1:y2, x1:x2].copy()
-    label = overlay[:40, :260]
-    tile[:min(40, tile.shape[0]), :min(260, tile.shape[1])] = label[:min(40, tile.shape[0]), :min(260, tile.shape[1])]
-    return tile
+    off = np.array([x1, y1], float)
+    shifted = {**res, "box_xyxy": list(np.array(res["box_xyxy"]) - np.tile(off, 2)),
+               "calipers": [list(np.array(c) - off) for c in res["calipers"]],
+               "band_outline_xy": [list(np.array(q) - off) for q in res.get("band_outline_xy") or []] or None,
+               "band_upper_xy": None, "band_lower_xy": None}
+    return draw_nt(grey[y1:y2, x1:x2], shifted)
 
 
 def _summary(rows: list[dict], items) -> dict:
