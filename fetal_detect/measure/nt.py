@@ -9,7 +9,8 @@ the two echogenic lines, inner border to inner border, perpendicular to the long
 2. Profiles perpendicular to the axis are sampled every 1 px along it and every 0.25 px across it
    (bilinear, ``scipy.ndimage.map_coordinates``) from a lightly smoothed image, then averaged over
    a few neighbouring profiles to tame speckle.
-3. On each profile the gap is the darkest point near the band centre; each inner border is the first
+3. On each profile the gap is the deepest valley bounded by brighter samples, weighted by a
+   Gaussian prior on its distance from the box's centre line (:data:`GAP_PRIOR`); each inner border is the first
    half-maximum crossing (halfway between the gap level and that side's bright-line peak) going
    outward, located by linear interpolation: sub-pixel by construction.
 4. NT is the maximum of the (median-filtered) thickness curve; the calipers are the two border
@@ -28,6 +29,11 @@ from fetal_detect.errors import FetalDetectError
 
 STEP_N_PX = 0.25  # sampling step across the band
 STEP_S_PX = 1.0  # spacing of profiles along the band
+# Gap centre prior: valley depth x Gaussian(distance from the box's centre line, sigma = GAP_PRIOR half box
+# heights). A box centred on the NT (detector or annotator) then no longer locks onto another dark layer
+# near its edge: on nt_shenzhen val the annotated-box NT changes by <= 25 % under a 30 % taller or 15 %
+# shifted box on 94 % of images (86 % without), phantom MAE unchanged (0.016 mm).
+GAP_PRIOR = 0.5
 
 
 @dataclass
@@ -271,6 +277,8 @@ def _trace(img: np.ndarray, box, cx: float, cy: float, ang: float, average_px: i
     Pw = ndimage.gaussian_filter1d(P, 1.0 / STEP_N_PX, axis=1, mode="nearest")
     depth = ndimage.grey_closing(Pw, size=(1, len(n))) - Pw
     inner = np.abs(n - n_mid) <= 0.8 * half_n
+    if GAP_PRIOR:  # prefer the valley near the box's centre line: another dark layer at the box edge loses
+        depth = depth * np.exp(-0.5 * ((n - n_mid) / (GAP_PRIOR * half_n)) ** 2)[None, :]
     imin = np.argmax(np.where(inner[None, :], depth, -np.inf), 1)
     rows = np.arange(len(s))
     win = 3  # gap level: mean of the original profile around the minimum (+-0.75 px)
