@@ -158,3 +158,31 @@ def test_uncalibrated_plane_check_uses_the_default_threshold():
     res = plane_evidence([("palate", 0.9, (0, 0, 5, 5))])
     assert res["missing"] == ["nasal bone", "thalami", "midbrain", "IT", "CM"] and not res["anatomy_checked"]
     assert res["plane_calibration"] == "uncalibrated" and res["plane_score"] == pytest.approx(1 / 6, abs=0.01)
+
+
+def test_two_input_sizes_merge_per_class_and_keep_the_nt_box_of_the_first():
+    from fetal_detect.pipeline.nt import merge_scales
+
+    p416 = Prediction(instances=[Instance("NT", 0.3, (0, 0, 100, 20)), Instance("palate", 0.5, (0, 50, 20, 70))])
+    p512 = Prediction(instances=[Instance("NT", 0.6, (5, 0, 110, 22)), Instance("palate", 0.7, (1, 50, 21, 70)),
+                                 Instance("nasal bone", 0.2, (30, 30, 40, 35))])
+    got = {i.name: i for i in merge_scales([p416, p512])}
+    assert got["NT"].confidence == 0.3 and got["palate"].confidence == 0.7 and "nasal bone" in got
+    assert merge_scales([Prediction(), p512])[0].name == "palate"  # no NT at 416: the 512 px NT counts
+    assert {i.name for i in merge_scales([Prediction(), p512])} == {"NT", "palate", "nasal bone"}
+
+
+def test_calibration_picks_the_lowest_sensitivity_that_passes_most_six_landmark_planes():
+    from fetal_detect.evaluate.nt_plane import ap50, calibrate
+
+    rng = np.random.default_rng(0)
+    names = ("nasal bone", "palate", "thalami", "midbrain", "IT", "CM")
+    quality = rng.uniform(0.2, 0.9, 200)  # one clarity per plane: landmarks pass or fail together
+    scores = {n: list(quality + 0.01 * k) for k, n in enumerate(names)}
+    planes = [{n: s[i] for n, s in scores.items()} for i in range(200)]
+    cal = calibrate(scores, planes)
+    first = next(t for t in cal["table"] if t["all_six_pass"] >= 0.95)
+    assert cal["chosen"] == first and cal["table"][0]["thresholds"]["palate"] >= cal["table"][-1]["thresholds"]["palate"]
+    gts = {0: (0, 0, 10, 10), 1: (0, 0, 10, 10)}
+    assert ap50([(0, 0.9, (0, 0, 10, 10)), (1, 0.8, (1, 0, 11, 10))], gts) == pytest.approx(1.0, abs=0.01)
+    assert 0.5 <= ap50([(0, 0.9, (0, 0, 10, 10)), (1, 0.8, (50, 50, 60, 60))], gts) < 0.7  # one of two found

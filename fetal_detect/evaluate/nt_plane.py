@@ -12,7 +12,8 @@
    landmarks annotated pass. ``typical`` = the median such score (sets ``plane_score``).
 4. **End to end** with that calibration and the shipped nt-seg: status / plane_ok / flagged shares,
    the NT box source, and the agreement of the automatic NT with a classical measurement inside the
-   annotators' NT box (the same caliper algorithm, no model): share within 25 %.
+   annotators' NT box (the same caliper algorithm, no model; also without its centre prior): share
+   within 25 %.
 
 Writes ``plane_calibration.json`` (what ships in ``weights/nt-det.json`` under ``plane_calibration``),
 ``metrics.json``, ``per_image.csv`` and ``overlays.png`` (16 images: band, calipers, value, plane).
@@ -90,11 +91,11 @@ def learn_geometry(items: list[tuple[Path, dict]], lo: float = 0.5, hi: float = 
 def ap50(dets: list[tuple[int, float, tuple]], gts: dict[int, tuple], thr: float = 0.5) -> float:
     """VOC/COCO-style AP at IoU ``thr`` (101-point interpolation) for one class: ``dets`` as
     (image index, score, box), ``gts`` image index -> the one annotated box."""
-    from fetal_detect.pipeline.nt import _iou
+    from fetal_detect.pipeline.nt import box_iou
 
     used, tp = set(), []
     for k, _, box in sorted(dets, key=lambda d: -d[1]):
-        hit = k in gts and k not in used and _iou(box, gts[k]) >= thr
+        hit = k in gts and k not in used and box_iou(box, gts[k]) >= thr
         if hit:
             used.add(k)
         tp.append(1.0 if hit else 0.0)
@@ -194,7 +195,7 @@ def _end_to_end(items, weights, calibration: dict, out: Path, progress: bool, n_
     import cv2
     from tqdm import tqdm
 
-    from fetal_detect.measure.nt import measure_nt
+    from fetal_detect.measure.nt import GAP_PRIOR, measure_nt
     from fetal_detect.pipeline.nt import NTMeasurer
 
     m = NTMeasurer(weights, calibration=PlaneCalibration.from_meta({"plane_calibration": calibration}))
@@ -212,14 +213,16 @@ def _end_to_end(items, weights, calibration: dict, out: Path, progress: bool, n_
         except FetalDetectError as e:
             res = None
             row.update(status="no_nt" if "no NT" in str(e) else "error", error=str(e))
-        if "NT" in gt:
+        for key, prior in (("", GAP_PRIOR), ("_no_prior", None)):  # the same tracer, and one without the prior
+            if "NT" not in gt:
+                continue
             try:
-                ref = measure_nt(grey, gt["NT"])["nt_px"]
-                row["nt_px_annotated_box"] = ref
+                ref = measure_nt(grey, gt["NT"], gap_prior=prior)["nt_px"]
+                row["nt_px_annotated_box" + key] = ref
                 if res is not None:
-                    row["rel_diff"] = round(abs(res["nt_px"] - ref) / ref, 4)
+                    row["rel_diff" + key] = round(abs(res["nt_px"] - ref) / ref, 4)
             except FetalDetectError:
-                row["nt_px_annotated_box"] = None
+                row["nt_px_annotated_box" + key] = None
         if res is not None and len(tiles) < n_sheet and row["all_six_annotated"]:
             tiles.append(_tile(grey, res))
             caps.append(f"{img.name} {res['value_label']} plane {'ok' if res['plane_ok'] else 'flag'} "
@@ -241,7 +244,12 @@ def _tile(grey: np.ndarray, res: dict, pad: int = 70) -> np.ndarray:
                "calipers": [list(np.array(c) - off) for c in res["calipers"]],
                "band_outline_xy": [list(np.array(q) - off) for q in res.get("band_outline_xy") or []] or None,
                "band_upper_xy": None, "band_lower_xy": None}
-    return draw_nt(grey[y1:y2, x1:x2], shifted)
+    top = 44  # room for the value label above the image (and for the sheet's caption above that)
+    crop = np.pad(grey[y1:y2, x1:x2], ((top, 0), (0, 0)))
+    shifted = {**shifted, "box_xyxy": [v + top * (k % 2) for k, v in enumerate(shifted["box_xyxy"])],
+               "calipers": [[x, y + top] for x, y in shifted["calipers"]],
+               "band_outline_xy": [[x, y + top] for x, y in shifted["band_outline_xy"] or []] or None}
+    return np.pad(draw_nt(crop, shifted), ((30, 0), (0, 0), (0, 0)))
 
 
 def _summary(rows: list[dict], items) -> dict:
@@ -254,6 +262,7 @@ def _summary(rows: list[dict], items) -> dict:
         ok = [r for r in sel if r.get("status") == "ok"]
         accepted = [r for r in ok if r.get("plane_ok")]
         diffs = np.array([r["rel_diff"] for r in sel if r.get("rel_diff") is not None])
+        raw = np.array([r["rel_diff_no_prior"] for r in sel if r.get("rel_diff_no_prior") is not None])
         out[key] = {"n": n, "measured_plane_accepted": round(len(accepted) / n, 4),
                     "measured_flagged": round(sum(not r.get("plane_ok") for r in ok) / n, 4),
                     "no_nt": round(sum(r.get("status") == "no_nt" for r in sel) / n, 4),
@@ -264,7 +273,9 @@ def _summary(rows: list[dict], items) -> dict:
                     if len(diffs) else None,
                     f"accepted_and_within_{int(AGREEMENT * 100)}pct": round(sum(
                         1 for r in accepted if r.get("rel_diff") is not None and r["rel_diff"] <= AGREEMENT) / n, 4),
-                    "rel_diff_median": round(float(np.median(diffs)), 4) if len(diffs) else None}
+                    "rel_diff_median": round(float(np.median(diffs)), 4) if len(diffs) else None,
+                    f"agreement_within_{int(AGREEMENT * 100)}pct_no_prior_reference": round(
+                        float(np.mean(raw <= AGREEMENT)), 4) if len(raw) else None}
         missing = {}
         for r in ok:
             for s in filter(None, str(r.get("missing") or "").split(";")):

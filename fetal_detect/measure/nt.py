@@ -180,7 +180,7 @@ def _first_crossing(P: np.ndarray, start: np.ndarray, stop: np.ndarray, thr: np.
 
 def trace_band(grey: np.ndarray, box: tuple[float, float, float, float], mask: np.ndarray | None = None,
                angle_deg: float | None = None, smooth_px: float = 1.0, average_px: int = 5,
-               refine: bool = True) -> BandTrace:
+               refine: bool = True, gap_prior: float | None = GAP_PRIOR) -> BandTrace:
     """Trace the NT band inside ``box`` (x1, y1, x2, y2 px) of a grey image; see the module docstring.
 
     ``mask`` (the band from a segmentation model, image size) gives the axis and the band centre;
@@ -204,7 +204,7 @@ def trace_band(grey: np.ndarray, box: tuple[float, float, float, float], mask: n
             ang = ax[2] if ang is None else ang
     if ang is None:
         ang = structure_axis(grey, box)
-    trace = _consistent(_trace(img, box, cx, cy, ang, average_px))
+    trace = _consistent(_trace(img, box, cx, cy, ang, average_px, gap_prior))
     for _ in range(2 if refine else 0):
         v = trace.valid
         if v.sum() < 8:
@@ -217,7 +217,7 @@ def trace_band(grey: np.ndarray, box: tuple[float, float, float, float], mask: n
         ccx, ccy = trace.to_xy([s0], [icpt + slope * s0])[0]
         if abs(new_ang - trace.angle_deg) > 30:
             break
-        new = _consistent(_trace(img, box, float(ccx), float(ccy), new_ang, average_px))
+        new = _consistent(_trace(img, box, float(ccx), float(ccy), new_ang, average_px, gap_prior))
         if new.valid.sum() < trace.valid.sum():  # keep the refinement only when it explains more profiles
             break
         trace = new
@@ -249,7 +249,8 @@ def _consistent(trace: BandTrace, window: int = 9) -> BandTrace:
     return trace
 
 
-def _trace(img: np.ndarray, box, cx: float, cy: float, ang: float, average_px: int) -> BandTrace:
+def _trace(img: np.ndarray, box, cx: float, cy: float, ang: float, average_px: int,
+           gap_prior: float | None = GAP_PRIOR) -> BandTrace:
     x1, y1, x2, y2 = box
     t = math.radians(ang)
     c, sn = math.cos(t), math.sin(t)
@@ -277,8 +278,8 @@ def _trace(img: np.ndarray, box, cx: float, cy: float, ang: float, average_px: i
     Pw = ndimage.gaussian_filter1d(P, 1.0 / STEP_N_PX, axis=1, mode="nearest")
     depth = ndimage.grey_closing(Pw, size=(1, len(n))) - Pw
     inner = np.abs(n - n_mid) <= 0.8 * half_n
-    if GAP_PRIOR:  # prefer the valley near the box's centre line: another dark layer at the box edge loses
-        depth = depth * np.exp(-0.5 * ((n - n_mid) / (GAP_PRIOR * half_n)) ** 2)[None, :]
+    if gap_prior:  # prefer the valley near the box's centre line: another dark layer at the box edge loses
+        depth = depth * np.exp(-0.5 * ((n - n_mid) / (gap_prior * half_n)) ** 2)[None, :]
     imin = np.argmax(np.where(inner[None, :], depth, -np.inf), 1)
     rows = np.arange(len(s))
     win = 3  # gap level: mean of the original profile around the minimum (+-0.75 px)
@@ -337,7 +338,8 @@ def max_thickness(trace: BandTrace, filter_px: int = 9) -> tuple[float, int] | N
 
 
 def measure_nt(grey: np.ndarray, box: tuple[float, float, float, float], pixel_size_mm: float | None = None,
-               mask: np.ndarray | None = None, model_confidence: float | None = None) -> dict:
+               mask: np.ndarray | None = None, model_confidence: float | None = None,
+               gap_prior: float | None = GAP_PRIOR) -> dict:
     """NT thickness inside ``box`` (x1, y1, x2, y2 px): ``nt_mm`` (or ``nt_px`` without a pixel size),
     the two caliper points (x, y px), band axis, coverage and a 0..1 ``confidence``.
 
@@ -347,7 +349,7 @@ def measure_nt(grey: np.ndarray, box: tuple[float, float, float, float], pixel_s
         raise FetalDetectError(f"pixel size must be a positive number of mm, got {pixel_size_mm}")
     if grey.ndim == 3:
         grey = cv2.cvtColor(grey, cv2.COLOR_BGR2GRAY)
-    trace = trace_band(grey, box, mask=mask)
+    trace = trace_band(grey, box, mask=mask, gap_prior=gap_prior)
     best = max_thickness(trace)
     if best is None:
         raise FetalDetectError("no NT found: no dark band between two bright lines inside the region", status=422)

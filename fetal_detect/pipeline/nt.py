@@ -46,12 +46,13 @@ def merge_scales(predictions, first_only: tuple[str, ...] = FIRST_ONLY) -> list:
                    if k == 0 or i.name not in first_only or i.name not in first), key=lambda i: -i.confidence)
     keep: list[Instance] = []
     for inst in pool:
-        if all(k.name != inst.name or _iou(k.box_xyxy, inst.box_xyxy) < MERGE_IOU for k in keep):
+        if all(k.name != inst.name or box_iou(k.box_xyxy, inst.box_xyxy) < MERGE_IOU for k in keep):
             keep.append(inst)
     return keep
 
 
-def _iou(a, b) -> float:
+def box_iou(a, b) -> float:
+    """IoU of two (x1, y1, x2, y2) boxes."""
     ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
     iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
     inter = ix * iy
