@@ -24,18 +24,25 @@ TASKS = measurers.choices()  # ("auto", "hc", "nt", "cns", ...): generated from 
 PlaneGate = Callable[[np.ndarray, object], "str | None"]
 
 
+def default_gate() -> PlaneGate | None:
+    """The plane gate every :class:`Analyzer` consults unless given one: ``gate(image, plane_prediction)`` ->
+    a refusal reason (the image is unlike what the models were trained on) or None. None here: the
+    out-of-distribution check of issue #19 plugs in at this one place."""
+    return None
+
+
 class Analyzer:
     """Holds the loaded models; ``analyze(image, pixel_size_mm, task)`` returns a :class:`Result`.
 
     ``weights``: model task -> file (None: the default for ``backend``: a verified INT8 ONNX when
     there is one and ``backend`` is ``auto``, else the shipped model). ``gate``: the plane gate the
-    auto router consults after classifying (None: every classified plane is accepted).
+    auto router consults after classifying (default: :func:`default_gate`; none: every plane is accepted).
     """
 
     def __init__(self, weights: dict[str, str] | None = None, backend: str = "auto", gate: PlaneGate | None = None):
         self.weights = dict(weights or {})
         self.backend = backend
-        self.gate = gate
+        self.gate = gate if gate is not None else default_gate()
         self._measurers: dict = {}
 
     def weights_for(self, tasks: Iterable[str]) -> dict[str, str | None]:
