@@ -300,6 +300,14 @@ def _candidate(resp: np.ndarray, x: int, period_guess: float, interval_mm: float
     if n < min_ticks:
         return _refuse(f"too few regularly spaced ticks ({n} < {min_ticks})", interval_mm, side=side)
     geo = [geo_of[int(p)] for p in pk]
+    for _ in range(2):  # a tick pulled by an echo under it: drop the worst one (at most two), keep >= 7
+        r_all = np.where(inl, ys - (a + t * k), 0.0)
+        worst = int(np.argmax(np.abs(r_all)))
+        if inl.sum() < 7 or abs(r_all[worst]) <= max(1.5, 0.05 * t):
+            break
+        inl[worst] = False
+        t, a = np.polyfit(k[inl], ys[inl], 1)
+    n = int(inl.sum())
     resid = ys[inl] - (a + t * k[inl])
     rms = float(np.sqrt(np.mean(resid ** 2)))
     kin = k[inl]
