@@ -1,6 +1,7 @@
 """Depth-ruler calibration on phantoms with drawn rulers of known spacing, refusals, the one pixel-size
 precedence and the ``calibrate`` command."""
 import json
+import time
 
 import cv2
 import numpy as np
@@ -183,3 +184,26 @@ def test_batch_without_a_pixel_size_takes_the_ruler_and_a_given_size_wins(tiny_h
               progress=False)
     df = pd.read_csv(tmp_path / "b.csv")
     assert set(df["pixel_size_source"]) == {"user"} and set(df["pixel_size_mm"]) == {0.3}
+
+
+def test_api_answers_in_mm_from_the_ruler_and_returns_its_ticks():
+    from fastapi.testclient import TestClient
+
+    from fetal_detect.serve.app import create_app
+    from fetal_detect.serve.testing import OracleAnalyzer
+
+    head = make_hc(11, pixel_size_mm=5 / 30.0, size=(400, 480))
+    image, mask = np.zeros((480, 640), np.uint8), np.zeros((480, 640), np.uint8)
+    image[:, 120:520], mask[:, 120:520] = head.image, head.mask
+    image = with_ruler(image, 30.0, n=15)
+    app = create_app(workers=1, queue=2, analyzer_factory=lambda: OracleAnalyzer([(image, mask)]))
+    with TestClient(app, base_url="http://127.0.0.1") as client:
+        for _ in range(1200):  # the models load in the background; /ready answers 200 once they have
+            if client.get("/ready").status_code == 200:
+                break
+            time.sleep(0.1)
+        rep = client.post("/api/v1/analyze", files={"file": ("s.png", cv2.imencode(".png", image)[1].tobytes())},
+                          data={"task": "hc"}).json()
+    assert rep["pixel_size_source"] == "ruler" and rep["pixel_size_mm"] == pytest.approx(5 / 30.0, rel=0.005)
+    assert len(rep["overlay"]["ruler_ticks"]) == 15
+    assert rep["measurements"]["hc_mm"] == pytest.approx(head.truth["hc_mm"], rel=0.02)
