@@ -5,9 +5,9 @@ nasal bone and palate anteriorly, the thalami and midbrain centrally, the intrac
 (IT) and the cisterna magna (CM) posteriorly. A landmark counts as *present* when the detector finds
 it at a place where that structure can be, with a score at or above its own threshold:
 
-- **thresholds** per landmark, chosen on validation data for a stated sensitivity (e.g. the score
-  that 98 % of the annotated landmarks reach): a weak detector class (the nasal bone) gets a low
-  threshold instead of failing good planes;
+- **thresholds** per landmark, chosen on validation data for a stated sensitivity (half the score
+  that 95 % of the annotated landmarks reach, ``evaluate/nt_plane.py``): a weak detector class (the
+  nasal bone) gets a low threshold instead of failing good planes;
 - **anatomy**: every landmark is placed in the head's own frame (origin: thalami centre, unit length
   and u axis: thalami -> palate, v: across, its sign fixed by the side that explains most landmarks,
   so a mirrored image is the same anatomy) and must fall inside the range seen on the annotated
