@@ -16,6 +16,10 @@ score well by recognising the source. The source-cue test scores the same images
 - ``anatomy_shuffled``: tiles inside the fan are shuffled, which keeps speckle, gain and the fan
   but destroys anatomy. An anatomy-driven model falls to chance (1 / number of classes) here; the
   accuracy above chance is what texture and scanner cues alone can explain.
+
+``per_source`` (and ``confusion_by_source.png``): the confusion matrix of each image source (the
+scanner, ``us_machine``, where the data names it, else the source dataset), so a model that is right
+on one scanner and wrong on another shows it.
 """
 from __future__ import annotations
 
@@ -85,6 +89,59 @@ def classification_metrics(truth: list[str], pred: list[str], names: list[str]) 
     return m
 
 
+def source_of(rec) -> str:
+    """The image source a record comes from: its scanner where the data names it, else its dataset."""
+    meta = getattr(rec, "meta", None) or {}
+    return str(meta.get("us_machine") or meta.get("source_dataset") or "data")
+
+
+def confusion_counts(truth: list[str], pred: list[str]) -> dict:
+    """``{true class: {predicted class: count}}``."""
+    out: dict = {}
+    for a, b in zip(truth, pred):
+        out.setdefault(a, {}).setdefault(b, 0)
+        out[a][b] += 1
+    return out
+
+
+def per_source(sources: list[str], truth: list[str], pred: list[str]) -> dict:
+    """Per source: images, accuracy and the confusion counts (the plane/source confound, made visible)."""
+    out = {}
+    for src in sorted(set(sources)):
+        idx = [i for i, s in enumerate(sources) if s == src]
+        t, p = [truth[i] for i in idx], [pred[i] for i in idx]
+        out[src] = {"n_images": len(idx), "accuracy": float(np.mean([a == b for a, b in zip(t, p)])),
+                    "confusion": confusion_counts(t, p)}
+    return out
+
+
+def confusion_by_source_plot(sources: list[str], truth: list[str], pred: list[str], names: list[str], path: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    srcs = sorted(set(sources))
+    cols = list(dict.fromkeys(list(names) + sorted(set(pred) - set(names))))
+    fig, axes = plt.subplots(1, len(srcs), figsize=(1.2 * len(cols) * len(srcs) + 2, 1.0 * len(cols) + 2.5), dpi=110,
+                             squeeze=False)
+    for ax, src in zip(axes[0], srcs):
+        idx = [i for i, s in enumerate(sources) if s == src]
+        rows = [n for n in cols if any(truth[i] == n for i in idx)]
+        cm = np.zeros((len(rows), len(cols)), int)
+        for i in idx:
+            cm[rows.index(truth[i]), cols.index(pred[i])] += 1
+        ax.imshow(cm / np.maximum(cm.sum(1, keepdims=True), 1), cmap="Blues", vmin=0, vmax=1)
+        for r in range(len(rows)):
+            for c in range(len(cols)):
+                ax.text(c, r, str(cm[r, c]), ha="center", va="center", fontsize=8)
+        ax.set_xticks(range(len(cols)), cols, rotation=35, ha="right", fontsize=7)
+        ax.set_yticks(range(len(rows)), rows, fontsize=7)
+        ax.set_title(f"{src} (n={len(idx)})", fontsize=8)
+    fig.supxlabel("predicted", fontsize=8)
+    return save_figure(fig, path)
+
+
 def confusion_plot(truth: list[str], pred: list[str], names: list[str], path: Path, title: str) -> Path:
     import matplotlib
 
@@ -143,7 +200,8 @@ def evaluate(data: str | Path, weights: str | Path | None = None, out: str | Pat
         others = [c for c in classes if c != rec.label]
         donor = others[rng.integers(len(others))] if others else None
         views = make_views(raw, steps, donors[donor] if donor else None, rng)
-        row = {"image": rec.name, "patient": rec.patient_id, "label": rec.label, "donor": donor}
+        row = {"image": rec.name, "patient": rec.patient_id, "source": source_of(rec), "label": rec.label,
+               "donor": donor}
         for v in VIEWS:
             if v in views:
                 pred = predictor.predict(views[v])
@@ -178,6 +236,10 @@ def evaluate(data: str | Path, weights: str | Path | None = None, out: str | Pat
     metrics["source_cues"] = cue
     metrics["confusion_matrix"] = str(confusion_plot(truth, preds["as_trained"], names, out / "confusion_matrix.png",
                                                      f"plane-cls: {described}"))
+    sources = [r["source"] for r in rows]
+    metrics["per_source"] = per_source(sources, truth, preds["as_trained"])
+    metrics["confusion_by_source"] = str(confusion_by_source_plot(sources, truth, preds["as_trained"], names,
+                                                                  out / "confusion_by_source.png"))
     confusion_plot(truth, preds["anatomy_shuffled"], names, out / "confusion_matrix_anatomy_shuffled.png",
                    "anatomy shuffled (fan tiles permuted)")
     write_csv(out / "per_image.csv", rows)

@@ -24,11 +24,14 @@ TASKS = measurers.choices()  # ("auto", "hc", "nt", "cns", ...): generated from 
 PlaneGate = Callable[[np.ndarray, object], "str | None"]
 
 
-def default_gate() -> PlaneGate | None:
+def default_gate(classifier=None) -> PlaneGate | None:
     """The plane gate every :class:`Analyzer` consults unless given one: ``gate(image, plane_prediction)`` ->
-    a refusal reason (the image is unlike what the models were trained on) or None. None here: the
-    out-of-distribution check of issue #19 plugs in at this one place."""
-    return None
+    a refusal reason (the image is unlike what the models were trained on) or None; its ``review(image,
+    result)`` checks the measurements' plausibility. Issue #19's abstain gate (docs/auto.md); ``classifier``:
+    a callable returning the plane-cls predictor, whose features the gate's distance check uses."""
+    from fetal_detect.pipeline.plane_gate import AbstainGate
+
+    return AbstainGate(classifier)
 
 
 class Analyzer:
@@ -36,13 +39,15 @@ class Analyzer:
 
     ``weights``: model task -> file (None: the default for ``backend``: a verified INT8 ONNX when
     there is one and ``backend`` is ``auto``, else the shipped model). ``gate``: the plane gate the
-    auto router consults after classifying (default: :func:`default_gate`; none: every plane is accepted).
+    auto router consults after classifying (default: :func:`default_gate`, the abstain gate of auto mode,
+    which also reviews the measurements; pass ``lambda image, pred: None`` to accept every plane).
     """
 
-    def __init__(self, weights: dict[str, str] | None = None, backend: str = "auto", gate: PlaneGate | None = None):
+    def __init__(self, weights: dict[str, str] | None = None, backend: str = "auto",
+                 gate: PlaneGate | None = None):
         self.weights = dict(weights or {})
         self.backend = backend
-        self.gate = gate if gate is not None else default_gate()
+        self.gate = gate if gate is not None else default_gate(self.plane_classifier)
         self._measurers: dict = {}
 
     def weights_for(self, tasks: Iterable[str]) -> dict[str, str | None]:
@@ -94,6 +99,8 @@ class Analyzer:
             if "ok" not in statuses:
                 res.status = "refused" if "refused" in statuses else "no_finding"
                 res.reason = "; ".join(f"{m.measurer}: {m.reason}" for m in res.results.values() if m.reason)
+        if task == measurers.AUTO and hasattr(self.gate, "review"):
+            self.gate.review(image, res)  # plausibility (skull rim, NT view): may refuse the whole image
         res.processing_ms = round((time.perf_counter() - t0) * 1000, 1)
         return res
 
@@ -116,7 +123,7 @@ class Analyzer:
         refusal = self.gate(image, pred) if self.gate is not None else None
         res.plane_evidence["gate"] = refusal
         if refusal:
-            res.status, res.reason = "refused", str(refusal)
+            res.status, res.reason = "no_standard_plane", str(refusal)
             return []
         return measurers.routes(plane)
 
