@@ -268,6 +268,11 @@ def write_dataset(records: list[Record], entry: DatasetEntry, kind: str, out: Pa
     for option, hook in record_hooks(entry).items():  # e.g. GAN images: after the split, to train only, never val/test
         extra = hook(entry.options[option], kind)
         records, splits = records + extra, splits + ["train"] * len(extra)
+    if kind == "classify" and entry.options.get("source_aug"):  # source cues randomised: extra train copies
+        from fetal_detect.data.source_aug import augmented_records
+
+        extra = augmented_records(records, splits, entry.options["source_aug"])
+        records, splits = records + extra, splits + ["train"] * len(extra)
     names = list(entry.names) or sorted({n for r in records for n, *_ in (r.boxes + r.polygons)} |
                                         {r.label for r in records if r.label})
     index = {n: i for i, n in enumerate(names)}

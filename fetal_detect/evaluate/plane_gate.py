@@ -5,9 +5,11 @@
 1. runs the plane classifier over the ``planes`` dataset (all splits; features cached per weights file
    in ``runs/evaluate/plane-gate/``) and keeps its penultimate features;
 2. fits :class:`FeatureStats` (PCA ``k``, class means, shared shrunk covariance) on the *train* split
-   of the supported planes, and sets ``distance_max`` to the ``keep`` quantile (default 99 %) of the
-   distances of the *val* split of the supported planes: the acceptance rate the check costs is
-   ``keep`` on val by construction and is measured on the test split;
+   of the supported planes, and sets ``distance_max`` to ``margin`` (default 1.5) times the ``keep``
+   quantile (default 99 %) of the distances of the *val* split of the supported planes. The margin is
+   there because a head from another scanner lies at about 1x that quantile (leave-one-plane-out below)
+   while what is not a head or NT frame at all lies at 3-6x: the distance is the coarse "is this
+   anything like our images" guard, the skull-rim check is the precise head test;
 3. sets ``confidence_min`` (the probability of the routed measurement) the same way, never above 0.5;
 4. validates by leave-one-plane-out: for each supported plane, statistics fitted without it and a
    threshold chosen on the other planes' val images; the share of the held-out plane's val+test
@@ -75,7 +77,8 @@ def _planes_features(classifier, weights: Path, data: str, progress: bool):
 
 
 def fit(weights: str | Path | None = None, data: str = "planes", out: str | Path | None = None, k: int = 32,
-        shrink: float = 0.05, keep: float = 0.99, phantoms: int = 10, progress: bool = True, **_) -> dict:
+        shrink: float = 0.05, keep: float = 0.99, margin: float = 1.5, phantoms: int = 10, progress: bool = True,
+        **_) -> dict:
     from fetal_detect.data.phantom_nonhead import NONHEAD_KINDS, make_nonhead
     from fetal_detect.pipeline.analyze import PLANE_ROUTES
     from fetal_detect.runtime import load_predictor
@@ -86,13 +89,15 @@ def fit(weights: str | Path | None = None, data: str = "planes", out: str | Path
     train, val, test = split == "train", split == "val", split == "test"
     stats = FeatureStats.fit(feats[train], labels[train], k=k, shrink=shrink)
     dist, _ = stats.distance(feats)
-    dmax = float(np.quantile(dist[val & sup], keep))
+    q = float(np.quantile(dist[val & sup], keep))
+    dmax = margin * q
     rconf = np.array([_route_conf(p, PLANE_ROUTES) for p in probs])
     cmin = float(min(0.5, np.quantile(rconf[val & sup], 1 - keep)))
     accepted = (dist <= dmax) & (rconf >= cmin)
     metrics: dict = {
         "weights": str(classifier.weights), "data": data, "k": k, "shrink": shrink, "keep": keep,
         "thresholds": {"distance_max": round(dmax, 4), "confidence_min": round(cmin, 4)},
+        "distance_quantile": round(q, 4), "margin": margin,
         "acceptance": {s: {c: round(float(accepted[m & (labels == c)].mean()), 4) for c in sorted(set(labels))}
                        for s, m in (("val", val), ("test", test))},
         "distance_acceptance_supported": {"val": round(float((dist[val & sup] <= dmax).mean()), 4),
@@ -103,7 +108,7 @@ def fit(weights: str | Path | None = None, data: str = "planes", out: str | Path
         rest = [c for c in SUPPORTED if c != plane]
         st = FeatureStats.fit(feats[train], labels[train], classes=rest, k=k, shrink=shrink)
         d, _ = st.distance(feats)
-        t = float(np.quantile(d[val & np.isin(labels, rest)], keep))
+        t = margin * float(np.quantile(d[val & np.isin(labels, rest)], keep))
         held = ~train & (labels == plane)
         lopo[plane] = {"rejected": round(float((d[held] > t).mean()), 4), "n_images": int(held.sum()),
                        "others_test_accepted": round(float((d[test & np.isin(labels, rest)] <= t).mean()), 4)}
@@ -120,9 +125,12 @@ def fit(weights: str | Path | None = None, data: str = "planes", out: str | Path
                     "rejected_by_gate": round(float(np.mean([(t == "other") or dd > dmax or c < cmin
                                                              for t, dd, c in zip(top, d, rc)])), 4)}
     metrics["nonhead_phantoms"] = ph
+    from fetal_detect.data.registry import file_sha256
+
     stats.meta = {"thresholds": metrics["thresholds"], "fitted_on": f"{data} train split, supported planes",
-                  "plane_cls_weights": str(classifier.weights), "k": k, "shrink": shrink,
-                  "threshold_rule": f"{keep:.1%} of the supported planes' val images accepted",
+                  "plane_cls_weights": Path(classifier.weights).name,
+                  "plane_cls_sha256": file_sha256(Path(classifier.weights)), "k": k, "shrink": shrink,
+                  "threshold_rule": f"{margin:g} x the {keep:.1%} quantile of the supported planes' val distances",
                   "acceptance": metrics["acceptance"], "leave_one_plane_out": lopo,
                   "command": "python -m fetal_detect.evaluate.plane_gate"}
     path = stats.save(Path(out) if out else stats_path())
@@ -141,6 +149,7 @@ if __name__ == "__main__":
     ap.add_argument("--data", default="planes")
     ap.add_argument("--out", help="statistics file (default weights/plane-cls-ood.npz)")
     ap.add_argument("--k", type=int, default=32)
-    ap.add_argument("--keep", type=float, default=0.99, help="share of supported val images to accept")
+    ap.add_argument("--keep", type=float, default=0.99, help="quantile of the supported val distances")
+    ap.add_argument("--margin", type=float, default=1.5, help="distance_max = margin x that quantile")
     a = ap.parse_args()
-    print(json.dumps(fit(a.weights, a.data, a.out, k=a.k, keep=a.keep), indent=2))
+    print(json.dumps(fit(a.weights, a.data, a.out, k=a.k, keep=a.keep, margin=a.margin), indent=2))

@@ -33,7 +33,7 @@ LIMITS = {
     "evidence_min": 1.0,       # coverage + brightness + the HC result's confidence (mask quality x model score)
     "axis_ratio": (0.6, 1.0),  # b / a of an axial head (real heads: 0.68-0.97)
     "size_frac": (0.3, 1.5),   # major axis / short image side (real heads: 0.38-1.24)
-    "inside_fan_min": 0.35,    # share of the ellipse within the fan (or image)
+    "inside_fan_min": 0.25,    # share of the ellipse within the fan (or image); real heads: >= 0.33
     "arc_min": 0.12,           # the longest unbroken bright arc, as a share of the ellipse
     "contrast_min": 0.15,      # median (rim - inside of the head) over the rays
     "rim_level": 0.35,         # a direction's rim counts when it is at least this bright ...
