@@ -4,25 +4,10 @@ import pytest
 
 from fetal_detect.data.phantom import make_cns, make_hc
 from fetal_detect.data.phantom_nonhead import NONHEAD_KINDS, make_nonhead
-from fetal_detect.measure.geometry import fit_ellipse
 from fetal_detect.measure.skull_rim import check_skull, skull_rim
 from fetal_detect.pipeline.plane_gate import AbstainGate, FeatureStats
 from fetal_detect.runtime import Instance, Prediction
-
-
-class _Stub:
-    weights, backend = "stub.pt", "stub"
-
-    def __init__(self, pred):
-        self.pred = pred
-
-    def predict(self, image):
-        return self.pred
-
-
-def _ellipse_of(mask):
-    ell, _ = fit_ellipse(mask)
-    return ell.as_dict()
+from test_plane_cls import _Stub  # a predictor that answers one fixed Prediction
 
 
 def _disc_mask(shape, ellipse):
@@ -160,7 +145,7 @@ def test_the_api_answers_a_refusal_with_200_status_and_reason():
     p = make_nonhead("abdomen", 3)
     h, w = p.image.shape
     app = create_app(workers=1, queue=1, analyzer_factory=lambda: _analyzer("trans-thalamic", _disc_mask((h, w), p.truth["ellipse"])))
-    with TestClient(app) as client:
+    with TestClient(app, base_url="http://127.0.0.1") as client:
         for _ in range(2400):
             if client.get("/ready").status_code == 200:
                 break
@@ -169,5 +154,6 @@ def test_the_api_answers_a_refusal_with_200_status_and_reason():
             time.sleep(0.05)
         r = client.post("/api/v1/analyze", files={"file": ("x.png", cv2.imencode(".png", p.image)[1].tobytes())})
     body = r.json()
-    assert r.status_code == 200 and body["status"] == "no_standard_plane" and "skull" in body["reason"]
+    assert r.status_code == 200, body
+    assert body["status"] == "no_standard_plane" and "skull" in body["reason"]
     assert body["measurements"] == {} and body["plane_evidence"]["gate"]["skull_rim"]["arc"] is not None

@@ -28,7 +28,8 @@ from pathlib import Path
 import numpy as np
 
 from fetal_detect import settings
-from fetal_detect.pipeline.plane_gate import SUPPORTED, FeatureStats, predict_with_features, stats_path
+from fetal_detect.pipeline.plane_gate import (SUPPORTED, FeatureStats, predict_with_features, route_confidence,
+                                              stats_path)
 
 log = logging.getLogger(__name__)
 
@@ -45,13 +46,6 @@ def classifier_features(classifier, images, progress: bool = True) -> tuple[np.n
         feats.append(f)
         probs.append(pred.probs)
     return np.asarray(feats, np.float32), probs
-
-
-def _route_conf(probs: dict, routes: dict) -> float:
-    """The probability of the measurement the top class routes to (TT and TV both lead to HC)."""
-    top = max(probs, key=probs.get)
-    kinds = routes.get(top) or ()
-    return float(sum(p for c, p in probs.items() if kinds and (routes.get(c) or ())[:1] == kinds[:1]))
 
 
 def _planes_features(classifier, weights: Path, data: str, progress: bool):
@@ -80,7 +74,6 @@ def fit(weights: str | Path | None = None, data: str = "planes", out: str | Path
         shrink: float = 0.05, keep: float = 0.99, margin: float = 1.5, phantoms: int = 10, progress: bool = True,
         **_) -> dict:
     from fetal_detect.data.phantom_nonhead import NONHEAD_KINDS, make_nonhead
-    from fetal_detect.pipeline.analyze import PLANE_ROUTES
     from fetal_detect.runtime import load_predictor
 
     classifier = load_predictor("plane-cls", weights)
@@ -91,7 +84,7 @@ def fit(weights: str | Path | None = None, data: str = "planes", out: str | Path
     dist, _ = stats.distance(feats)
     q = float(np.quantile(dist[val & sup], keep))
     dmax = margin * q
-    rconf = np.array([_route_conf(p, PLANE_ROUTES) for p in probs])
+    rconf = np.array([route_confidence(p) for p in probs])
     cmin = float(min(0.5, np.quantile(rconf[val & sup], 1 - keep)))
     accepted = (dist <= dmax) & (rconf >= cmin)
     metrics: dict = {
@@ -118,7 +111,7 @@ def fit(weights: str | Path | None = None, data: str = "planes", out: str | Path
         imgs = [make_nonhead(kind, 1000 + i).image for i in range(phantoms)]
         f, p = classifier_features(classifier, imgs, progress=False)
         d, _ = stats.distance(f)
-        rc = np.array([_route_conf(x, PLANE_ROUTES) for x in p])
+        rc = np.array([route_confidence(x) for x in p])
         top = [max(x, key=x.get) for x in p]
         ph[kind] = {"n_images": phantoms, "called_other": round(float(np.mean([t == "other" for t in top])), 4),
                     "rejected_by_distance": round(float((d > dmax).mean()), 4),

@@ -233,6 +233,8 @@ class AbstainGate:
         """After measuring (auto): each measurement's plausibility check. A refused measurement keeps no
         value; when the plane's primary measurement (the first routed: HC for both head planes, NT for
         mid-sagittal) is not ok, nothing of the image is reported: ``no_standard_plane`` with the reason."""
+        if res.plane is None:  # no plane classifier: auto is plain HC, whose own status stands
+            return
         checks = self._last[1] if self._last and self._last[0] == id(image) else {}
         for name, m in res.results.items():
             reason, evidence = self.check(name, image, m)
