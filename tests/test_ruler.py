@@ -207,3 +207,8 @@ def test_api_answers_in_mm_from_the_ruler_and_returns_its_ticks():
     assert rep["pixel_size_source"] == "ruler" and rep["pixel_size_mm"] == pytest.approx(5 / 30.0, rel=0.005)
     assert len(rep["overlay"]["ruler_ticks"]) == 15
     assert rep["measurements"]["hc_mm"] == pytest.approx(head.truth["hc_mm"], rel=0.02)
+
+
+def test_huge_images_are_refused_in_bounded_time():
+    r = read_ruler(np.zeros((2100, 300), np.uint8))
+    assert r.pixel_size_mm is None and "larger than" in r.reason

@@ -27,7 +27,8 @@ PLAUSIBLE_MM = (0.02, 1.0)  # mm per px of a B-mode screenshot; anything else is
 EDGE_FRACTION = 0.25  # rulers are searched in this share of the width on each side
 BOTTOM_FRACTION = 0.06  # and a horizontal ruler in this share of the height at the bottom
 MIN_CONTRAST = 50.0  # grey levels a tick stands above its surroundings (speckle in tissue: ~20-50)
-MIN_PERIOD_PX = 15.0  # ticks closer than this are not a readable depth ruler
+MIN_PERIOD_PX = 15.0
+MAX_SIDE_PX = 2048  # ticks closer than this are not a readable depth ruler
 
 
 @dataclass
@@ -382,6 +383,8 @@ def read_ruler(grey: np.ndarray, interval_mm: float | None = None, min_ticks: in
     h, w = grey.shape
     if h < 6 * MIN_PERIOD_PX or w < 16:
         return _refuse(f"image {w}x{h} px is too small to carry a ruler", interval_mm)
+    if max(h, w) > MAX_SIDE_PX:  # bounded time for any upload; screenshots are far smaller
+        return _refuse(f"image {w}x{h} px is larger than {MAX_SIDE_PX} px: ruler not read", interval_mm)
     edge = max(8, int(round(EDGE_FRACTION * w)))
     lo, hi = MIN_PERIOD_PX, h / (min_ticks - 1)
     cands = []
