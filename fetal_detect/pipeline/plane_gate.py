@@ -20,6 +20,7 @@ skipped and reported as such in ``gate.checks``; signals 2 and 3 still apply.
 """
 from __future__ import annotations
 
+import importlib.util
 import json
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -196,6 +197,8 @@ class AbstainGate:
         classifier = self._classifier() if callable(self._classifier) else self._classifier
         feats = None
         if self.stats is not None and classifier is not None:
+            if not _heads(classifier):  # e.g. an INT8 ONNX plane-cls: the features come from the shipped .pt
+                classifier = self._feature_model() or classifier
             _, feats, _ = predict_with_features(classifier, image)
         note = self._no_distance(classifier, feats)
         if note:
@@ -209,6 +212,21 @@ class AbstainGate:
                           f"(feature distance {d[0]:.2f} > {dmax:.2f})")
         checks["reason"] = reason
         return reason
+
+    def _feature_model(self):
+        """The shipped torch plane-cls (loaded once) when the statistics were fitted on it, else None."""
+        if not hasattr(self, "_torch"):
+            self._torch = None
+            try:
+                from fetal_detect.runtime import load_predictor
+                from fetal_detect.tasks import get_task
+
+                pt = get_task("plane-cls").weights
+                if pt.exists() and importlib.util.find_spec("torch") is not None:
+                    self._torch = load_predictor("plane-cls", pt)
+            except Exception:  # noqa: BLE001  (no feature model: the distance check is skipped, and says so)
+                self._torch = None
+        return self._torch
 
     def _no_distance(self, classifier, feats) -> str | None:
         """Why the feature distance cannot be used for this classifier (None: it can)."""
