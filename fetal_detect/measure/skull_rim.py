@@ -9,7 +9,9 @@ samples the grey levels on rays through the fitted ellipse (outer skull border a
 - ``coverage``: the share of directions along which a bright echo sits on the ellipse (radius
   0.84-1.06): brighter than ``rim_level`` (fan grey levels mapped so its median is 0 and its 99.5th
   percentile 1), and brighter by ``rim_contrast`` than the inside (0.50-0.76) of that ray;
-- ``brightness``: the median rim level, and ``inside``/``outside``: the median levels around it;
+- ``arc``: the longest unbroken run of such directions (a skull is a continuous curve, speckle is not);
+- ``brightness``: the median rim level, ``contrast``: the median rim-minus-inside, and
+  ``inside``/``outside``: the median levels around it;
 - ``axis_ratio`` (b/a), ``size_frac`` (major axis / short image side) and ``inside_fan`` (share of the
   ellipse that lies within the fan / image).
 

@@ -10,13 +10,16 @@ when any of them fails:
    covariance in a PCA subspace, to the nearest *supported* plane. The statistics are fitted on the
    plane-cls training images (:func:`fetal_detect.evaluate.plane_gate.fit`) and shipped as
    ``weights/plane-cls-ood.npz`` with a JSON sidecar holding the thresholds and how they were chosen.
-2. **The classifier's confidence** (top softmax probability) for the plane it names.
-3. **Each measurer's plausibility check** on what it found (:func:`plausible`): for a head, a bright
-   elliptical skull rim actually present along the fitted ellipse, axis ratio and size in range, the
-   ellipse inside the fan (:mod:`fetal_detect.measure.skull_rim`).
+2. **The classifier's confidence** in the routed measurement (the probabilities of all classes that
+   route to the same primary measurer: trans-thalamic + trans-ventricular for head biometry).
+3. **Each measurer's plausibility check** after it ran (:meth:`AbstainGate.review`): for a head, a
+   bright elliptical skull rim actually present along the fitted ellipse, axis ratio and size in range,
+   the ellipse inside the fan (:mod:`fetal_detect.measure.skull_rim`); for NT, most of the view's
+   landmarks present. When the plane's primary measurement fails, nothing of the image is reported.
 
-Without the statistics file (or with a back-end that cannot expose features, e.g. ONNX) signal 1 is
-skipped and reported as such in ``gate.checks``; signals 2 and 3 still apply.
+Signals 1-2 run as the ``Analyzer``'s plane gate (``gate(image, plane_prediction)``, before any
+measurer), signal 3 as its ``review``. Without the statistics file, or without torch features (a
+torch-free deployment), signal 1 is skipped and ``plane_evidence.gate.feature_distance_note`` says so.
 """
 from __future__ import annotations
 
