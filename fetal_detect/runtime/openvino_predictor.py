@@ -12,6 +12,7 @@ Only openvino, OpenCV and numpy are imported here.
 """
 from __future__ import annotations
 
+import os
 from collections import OrderedDict
 from pathlib import Path
 
@@ -47,9 +48,11 @@ def is_openvino(weights: str | Path) -> bool:
 
 
 def cpu_config(threads: int | None = None) -> dict:
-    """Latency-first CPU settings: one stream, ``threads`` threads, FP32 arithmetic (parity with ONNX)."""
+    """Latency-first CPU settings: one stream, ``threads`` threads, FP32 arithmetic (parity with ONNX), threads
+    not pinned to cores (on a shared CPU a pinned thread waits for its busy core; ``FETAL_DETECT_OV_PIN=1``
+    pins them on a dedicated machine), as onnxruntime's workers do not spin (``FETAL_DETECT_ORT_SPIN``)."""
     return {"PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": 1, "INFERENCE_NUM_THREADS": int(threads or default_threads()),
-            "INFERENCE_PRECISION_HINT": "f32"}
+            "INFERENCE_PRECISION_HINT": "f32", "ENABLE_CPU_PINNING": os.environ.get("FETAL_DETECT_OV_PIN", "0") == "1"}
 
 
 class OpenVinoPredictor(OnnxPredictor):
