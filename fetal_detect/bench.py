@@ -187,7 +187,10 @@ def bench(task: str | Task = "hc-seg", formats: tuple[str, ...] | list[str] = ("
             key = fmt if len(sizes) == 1 else f"{fmt}@{size}"
             try:
                 runners[key] = Runner(t, fmt, _model_for(t, fmt, src, out, calib_n, data, size))
-                results[key] = {"weights": str(runners[key].predictor.weights), "backend": runners[key].predictor.backend}
+                pred = runners[key].predictor
+                parity = (getattr(pred, "meta", None) or {}).get("metrics") or {}
+                results[key] = {"weights": str(pred.weights), "backend": pred.backend,
+                                "verified": parity.get("passed") if fmt != "torch" else None}
             except (FetalDetectError, ImportError) as e:
                 results[key] = {"skipped": str(e)}
                 log.warning("bench: %s skipped: %s", key, e)
@@ -267,6 +270,8 @@ def _summary(t: Task, results: dict, ref_key: str | None, acc: dict | None = Non
                                          for f, r in results.items() if ref and "pipeline" in r}}
     cands = [k for k, r in results.items() if "pipeline" in r and r.get("backend") != "torch"
              and (acc is None or k in acc["within_budget"])]
+    if acc is None and any(results[k].get("verified") for k in cands):  # exports that passed `export --verify`
+        cands = [k for k in cands if results[k].get("verified")]
     if t.measure == "hc" and cands:
         best = min(cands, key=lambda k: results[k]["pipeline"]["p50_ms"])
         p50 = results[best]["pipeline"]["p50_ms"]

@@ -19,6 +19,7 @@ def test_bench_reports_every_format(tiny_hc_model, tmp_path, capsys):
             assert {"p50_ms", "p95_ms", "images_per_s"} <= set(r[part])
             assert r[part]["p50_ms"] > 0
     assert res["results"]["onnx"]["backend"] == "onnx" and res["results"]["torch"]["backend"] == "torch"
+    assert res["results"]["onnx"]["verified"] is None  # made by the bench, not by `export --verify`
     if importlib.util.find_spec("openvino") is None:
         assert "openvino" in res["results"]["openvino"]["skipped"]
     else:  # the advertised OpenVINO path runs (FP32 and NNCF INT8) on the letterboxed rectangle

@@ -26,6 +26,9 @@ def register(sub):
                    help="time the fastest ONNX/OpenVINO entry stage by stage (decode ... report; hc-seg)")
     p.add_argument("--plot", metavar="PNG", help="with --accuracy: latency vs HC MAE plot")
     p.add_argument("--md", metavar="OUT", help="also write the result table as Markdown")
+    p.add_argument("--exports", metavar="DIR", help="folder of the exports to time, reused when made from the same "
+                   "weights (e.g. runs/export/hc-seg after `export --verify`: entries then say verified); "
+                   "default runs/bench/<task>")
     p.add_argument("--json", dest="json_out", metavar="OUT", help="also write the result to this JSON file")
     p.set_defaults(func=run)
 
@@ -45,7 +48,7 @@ def run(args) -> int:
         raise FetalDetectError("--plot needs --accuracy (it plots latency against HC MAE)")
     res = bench(args.task, [f.strip() for f in args.formats.split(",") if f.strip()], n=args.n, batch=args.batch,
                 weights=args.weights, data=args.data, threads=args.threads, calib_n=args.calib_n, imgsz=sizes,
-                accuracy=args.accuracy, stages=args.stages)
+                accuracy=args.accuracy, stages=args.stages, out=args.exports)
     if args.plot or args.md:
         from pathlib import Path
 
