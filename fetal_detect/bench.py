@@ -202,10 +202,13 @@ def bench(task: str | Task = "hc-seg", formats: tuple[str, ...] | list[str] = ("
     from fetal_detect.io import load_image
 
     decoded = [load_image(b, name="bench").image for b, _ in items]
-    for r in runners.values():  # warm-up: first calls build kernels and caches
+    warm = list(range(min(batch, n)))
+    for r in runners.values():  # warm-up: first calls build kernels and caches (OpenVINO compiles per input shape)
         for i in range(min(warmup, n)):
             r.pipeline([items[i]])
             r.model(r.blob([decoded[i]]))
+        r.pipeline([items[i] for i in warm])
+        r.model(r.blob([decoded[i] for i in warm]))
     for i in tqdm(range(n), desc=f"bench {t.name} single", unit="img", disable=n < 20):
         for fmt, r in runners.items():
             t0 = time.perf_counter()
