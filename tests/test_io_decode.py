@@ -26,3 +26,4 @@ def test_png_still_decodes_exactly():
     assert np.array_equal(load_image(cv2.imencode(".png", grey)[1].tobytes()).image, grey)
     bgr = cv2.merge([grey, grey, grey])
     assert np.array_equal(load_image(cv2.imencode(".png", bgr)[1].tobytes()).image, grey)
+

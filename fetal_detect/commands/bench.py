@@ -35,10 +35,9 @@ def register(sub):
 
 def run(args) -> int:
     from fetal_detect.bench import bench
-    from fetal_detect.commands import print_json
-    from fetal_detect.report import write_json
-
+    from fetal_detect.commands import print_json, stdout_to_stderr
     from fetal_detect.errors import FetalDetectError
+    from fetal_detect.report import write_json
 
     try:
         sizes = [int(s) for s in args.imgsz.split(",") if s.strip()] if args.imgsz else None
@@ -46,9 +45,10 @@ def run(args) -> int:
         raise FetalDetectError(f"--imgsz must be comma-separated integers, got '{args.imgsz}'") from None
     if args.plot and not args.accuracy:
         raise FetalDetectError("--plot needs --accuracy (it plots latency against HC MAE)")
-    res = bench(args.task, [f.strip() for f in args.formats.split(",") if f.strip()], n=args.n, batch=args.batch,
-                weights=args.weights, data=args.data, threads=args.threads, calib_n=args.calib_n, imgsz=sizes,
-                accuracy=args.accuracy, stages=args.stages, out=args.exports)
+    with stdout_to_stderr():  # exports made on the way print progress: stdout is for the JSON alone
+        res = bench(args.task, [f.strip() for f in args.formats.split(",") if f.strip()], n=args.n, batch=args.batch,
+                    weights=args.weights, data=args.data, threads=args.threads, calib_n=args.calib_n, imgsz=sizes,
+                    accuracy=args.accuracy, stages=args.stages, out=args.exports)
     if args.plot or args.md:
         from pathlib import Path
 

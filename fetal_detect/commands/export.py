@@ -31,11 +31,12 @@ def register(sub):
 
 
 def run(args) -> int:
-    from fetal_detect.commands import print_json
+    from fetal_detect.commands import print_json, stdout_to_stderr
     from fetal_detect.export import export
 
-    meta = export(args.task, args.fmt, weights=args.weights, imgsz=args.imgsz, int8=args.int8, half=args.half,
-                  data=args.data, verify=args.verify, verify_n=args.verify_n, calib_n=args.calib_n,
-                  exclude=args.exclude, out=args.out, dynamic=not args.static)
+    with stdout_to_stderr():  # Ultralytics and the exporters print progress: stdout is for the JSON alone
+        meta = export(args.task, args.fmt, weights=args.weights, imgsz=args.imgsz, int8=args.int8, half=args.half,
+                      data=args.data, verify=args.verify, verify_n=args.verify_n, calib_n=args.calib_n,
+                      exclude=args.exclude, out=args.out, dynamic=not args.static)
     print_json(meta)
     return 0
