@@ -167,8 +167,11 @@ def scan_sector(image_gray: np.ndarray, void_level: int = 4, close_px: int = 15)
     if n <= 1:
         return np.ones(g.shape[:2], bool)
     big = 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
+    # the hull of a pixel set is the hull of its outer border: tracing the border (a few thousand points) instead
+    # of listing every pixel (~10^5) gives the same polygon ~30x faster (tests/test_scan_sector.py)
+    border = cv2.findContours((labels == big).astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)[0]
     hull = np.zeros(g.shape[:2], np.uint8)
-    cv2.fillConvexPoly(hull, cv2.convexHull(cv2.findNonZero((labels == big).astype(np.uint8))), 1)
+    cv2.fillConvexPoly(hull, cv2.convexHull(np.concatenate(border)), 1)
     return hull > 0
 
 
