@@ -157,3 +157,13 @@ def test_the_api_answers_a_refusal_with_200_status_and_reason():
     assert r.status_code == 200, body
     assert body["status"] == "no_standard_plane" and "skull" in body["reason"]
     assert body["measurements"] == {} and body["plane_evidence"]["gate"]["skull_rim"]["arc"] is not None
+
+
+def test_a_head_whose_skull_band_is_filled_from_its_inside_has_no_rim():
+    from fetal_detect.evaluate.skull_rim import deskull
+
+    p = make_hc(5)
+    e = p.truth["ellipse"]
+    assert check_skull(skull_rim(p.image, e), 0.8)[0]
+    ok, reason = check_skull(skull_rim(deskull(p.image, e, np.random.default_rng(0)), e), 0.8)
+    assert not ok and "rim" in reason
