@@ -18,6 +18,16 @@ def refused(data, **kw) -> FetalDetectError:
     return e.value
 
 
+def with_peak_memory(fn, *args):
+    """``fn(*args)`` and the peak of Python-traced memory (bytes) while it ran."""
+    tracemalloc.start()
+    try:
+        out = fn(*args)
+        return out, tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
 @pytest.fixture(scope="module")
 def grey():
     return (np.arange(64 * 64) % 200).astype(np.uint8).reshape(64, 64)
@@ -25,12 +35,7 @@ def grey():
 
 def test_deflated_dicom_bomb_is_refused_with_bounded_memory():
     bomb = H.deflated_bomb(200)  # 200 MB of zeros in a ~200 kB file
-    tracemalloc.start()
-    try:
-        err = refused(bomb)
-        peak = tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
+    err, peak = with_peak_memory(refused, bomb)
     assert err.status == 413 and "inflates to over" in str(err)
     assert peak < 200e6, f"inflating took {peak / 1e6:.0f} MB"
 
@@ -144,12 +149,7 @@ def test_rle_dicoms_decode_and_an_rle_bomb_is_capped(grey):
         assert loaded.image.shape == (64, 64) and loaded.pixel_size_mm == 0.2
     assert np.array_equal(load_image(H.rle_dicom(grey)).image, grey)
     bomb = H.rle_dicom(grey, bomb_mb=4)  # 256 MB if the first segment were decoded without a cap
-    tracemalloc.start()
-    try:
-        loaded = load_image(bomb)
-        peak = tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
+    loaded, peak = with_peak_memory(load_image, bomb)
     assert loaded.image.shape == (64, 64) and peak < 50e6
 
 
