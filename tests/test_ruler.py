@@ -212,3 +212,14 @@ def test_api_answers_in_mm_from_the_ruler_and_returns_its_ticks():
 def test_huge_images_are_refused_in_bounded_time():
     r = read_ruler(np.zeros((2100, 300), np.uint8))
     assert r.pixel_size_mm is None and "larger than" in r.reason
+
+
+def test_small_resized_exports_are_not_calibrated_from_their_ruler():
+    """A 256 px Roboflow-style export keeps tick-like marks whose interval is unknown: refused, not guessed."""
+    big = np.full((640, 640), 60, np.uint8)
+    for y in range(40, 620, 40):
+        big[y - 1:y + 2, 10:22] = 255
+    assert read_ruler(big).pixel_size_mm is not None
+    small = cv2.resize(big, (256, 256), interpolation=cv2.INTER_AREA)
+    r = read_ruler(small)
+    assert r.pixel_size_mm is None and "smaller than a scanner screenshot" in r.reason

@@ -35,6 +35,9 @@ BOTTOM_FRACTION = 0.06  # and a horizontal ruler in this share of the height at 
 MIN_CONTRAST = 50.0  # grey levels a tick stands above its surroundings (speckle in tissue: ~20-50)
 MIN_PERIOD_PX = 15.0
 MAX_SIDE_PX = 2048  # ticks closer than this are not a readable depth ruler
+MIN_SHORT_SIDE_PX = 320  # scanner screenshots are >= ~400 px; smaller images are resized exports (e.g. 256 px
+# Roboflow crops of FETAL_PLANES_DB frames) whose minor ticks vanish or whose axes were stretched unequally:
+# read there, "5 mm" ticks gave 72-156 mm heads on trans-ventricular frames, so such images are refused
 
 
 @dataclass
@@ -203,6 +206,9 @@ def read_ruler(grey: np.ndarray, interval_mm: float | None = None, min_ticks: in
         return _refuse(f"image {w}x{h} px is too small to carry a ruler", interval_mm)
     if max(h, w) > MAX_SIDE_PX:  # bounded time for any upload; screenshots are far smaller
         return _refuse(f"image {w}x{h} px is larger than {MAX_SIDE_PX} px: ruler not read", interval_mm)
+    if min(h, w) < MIN_SHORT_SIDE_PX:
+        return _refuse(f"image {w}x{h} px is smaller than a scanner screenshot (a resized export?): its ruler "
+                       f"ticks may be thinned out or stretched, so the ruler is not read", interval_mm)
     edge = max(8, int(round(EDGE_FRACTION * w)))
     lo, hi = MIN_PERIOD_PX, h / (min_ticks - 1)
     cands = []
