@@ -114,7 +114,11 @@ class Analyzer:
         if classifier is None:
             res.plane_evidence = {"classifier": None, "note": "no plane classifier: the default measurement"}
             return [measurers.default_measurer()]
-        pred = classifier.predict(image)
+        from fetal_detect.pipeline.plane_gate import predict_with_features
+
+        # one pass gives the plane and the features the gate's distance check needs (no second pass there)
+        pred, feats, _ = predict_with_features(classifier, image)
+        pred.features = feats
         plane, conf = pred.top_class
         res.plane, res.plane_confidence = plane, round(float(conf), 4)
         res.plane_evidence = {"classifier": "plane-cls",

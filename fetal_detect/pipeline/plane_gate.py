@@ -198,8 +198,8 @@ class AbstainGate:
             reason = (f"plane-cls is unsure which plane this is ('{plane}' at {conf:.2f}, "
                       f"{rconf:.2f} for its measurement, below {self.thresholds['confidence_min']:.2f})")
         classifier = self._classifier() if callable(self._classifier) else self._classifier
-        feats = None
-        if self.stats is not None and classifier is not None:
+        feats = getattr(pred, "features", None)  # tapped during the router's classification pass
+        if feats is None and self.stats is not None and classifier is not None:
             if not _heads(classifier):  # e.g. an INT8 ONNX plane-cls: the features come from the shipped .pt
                 classifier = self._feature_model() or classifier
             _, feats, _ = predict_with_features(classifier, image)

@@ -50,6 +50,7 @@ class Prediction:
     instances: list[Instance] = field(default_factory=list)
     probs: dict[str, float] = field(default_factory=dict)
     model_ms: float = 0.0
+    features: np.ndarray | None = None  # a classifier's penultimate-layer features, when the caller tapped them
 
     def best(self, name: str | None = None) -> Instance | None:
         cands = [i for i in self.instances if name is None or i.name == name]
