@@ -82,7 +82,7 @@ class Worker:
             return None
         result = Result(status="error", requested=self.cfg.task, version=__version__)
         try:
-            result = self._analyze(path, pixel_size_mm, result)
+            result = self._analyze(path, pixel_size_mm, result, sha)
         except FetalDetectError as e:
             result.status, result.reason = "error", str(e)
         except Exception as e:  # noqa: BLE001  (never stop the batch on one image)
@@ -92,8 +92,9 @@ class Worker:
         result.processing_ms = round((time.perf_counter() - t0) * 1000, 1)
         return result.row()
 
-    def _analyze(self, path: str, pixel_size_mm: float | None, failed):
-        """The image's :class:`Result`; ``failed`` keeps the pixel size when the analysis itself then fails."""
+    def _analyze(self, path: str, pixel_size_mm: float | None, failed, sha: str | None):
+        """The image's :class:`Result`; ``failed`` keeps the pixel size when the analysis itself then fails;
+        ``sha`` (the file's SHA-256, hashed once per image) names its overlay."""
         from fetal_detect.io import load_image
         from fetal_detect.measure.calibration import calibrate_image
 
@@ -110,7 +111,7 @@ class Worker:
         if self.cfg.overlays:
             from fetal_detect.report import draw_overlay, write_image
 
-            dest = Path(self.cfg.overlays) / f"{Path(path).stem}-{(file_sha256(path) or 'nohash')[:8]}.png"
+            dest = Path(self.cfg.overlays) / f"{Path(path).stem}-{(sha or 'nohash')[:8]}.png"
             result.extra["overlay_file"] = str(write_image(dest, draw_overlay(
                 loaded.image, result.overlay, result.measurements, result.units)))
         return result
