@@ -42,11 +42,6 @@ def model_xml(weights: str | Path) -> Path:
     return p
 
 
-def is_openvino(weights: str | Path) -> bool:
-    p = Path(weights)
-    return p.suffix == ".xml" or (p.is_dir() and p.name.endswith("_openvino_model"))
-
-
 def cpu_config(threads: int | None = None) -> dict:
     """Latency-first CPU settings: one stream, ``threads`` threads, FP32 arithmetic (parity with ONNX), threads
     not pinned to cores (on a shared CPU a pinned thread waits for its busy core; ``FETAL_DETECT_OV_PIN=1``

@@ -19,7 +19,6 @@ import numpy as np
 from fetal_detect.errors import FetalDetectError
 from fetal_detect.io import load_image
 
-MEASUREMENT_UNITS = (("_mm", "mm"), ("_px", "px"), ("_weeks", "weeks"), ("_deg", "deg"))
 MAX_INLINE_PNG_BYTES = 8 * 1024 * 1024  # per data URL (frame_png, overlay_png); larger ones are left out
 _ABS_PATH = re.compile(r"(?<![\w.+/-])((?:[A-Za-z]:)?[/\\][^\s'\"/\\:,;]+(?:[/\\][^\s'\"/\\:,;]+)+)")
 
