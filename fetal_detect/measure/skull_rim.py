@@ -22,6 +22,7 @@ Pure numpy/OpenCV; no model.
 from __future__ import annotations
 
 import math
+import warnings
 
 import cv2
 import numpy as np
@@ -77,7 +78,8 @@ def skull_rim(image: np.ndarray, ellipse: dict, fan: np.ndarray | None = None) -
     v, r = rim_samples(gray, ellipse)
     v = (v - lo) / span
     band = lambda lim: (r >= lim[0]) & (r <= lim[1])  # noqa: E731
-    with np.errstate(all="ignore"), _quiet():
+    with np.errstate(all="ignore"), warnings.catch_warnings():  # all-NaN rays (off the image) give NaN
+        warnings.simplefilter("ignore", RuntimeWarning)
         rim = np.nanmax(v[:, band(RIM)], axis=1)
         inner = np.nanmedian(v[:, band(INSIDE)], axis=1)
         outer = np.nanmedian(v[:, band(OUTSIDE)], axis=1)
@@ -106,20 +108,6 @@ def skull_rim(image: np.ndarray, ellipse: dict, fan: np.ndarray | None = None) -
             "axis_ratio": fin(min(a, b) / max(a, b, 1e-6)),
             "size_frac": fin(2 * max(a, b) / max(min(h, w), 1)),
             "inside_fan": fin(in_fan.mean())}
-
-
-class _quiet:
-    """Silence numpy's all-NaN warnings (rays that leave the image)."""
-
-    def __enter__(self):
-        import warnings
-
-        self._w = warnings.catch_warnings()
-        self._w.__enter__()
-        warnings.simplefilter("ignore", RuntimeWarning)
-
-    def __exit__(self, *exc):
-        self._w.__exit__(*exc)
 
 
 def check_skull(rim: dict, confidence: float | None = None, limits: dict | None = None) -> tuple[bool, str | None]:
