@@ -11,7 +11,6 @@ Writes ``metrics.json`` and ``per_image.csv`` (and ``ruler_sheet.png``: the firs
 """
 from __future__ import annotations
 
-import csv
 import logging
 import re
 import time
@@ -138,8 +137,9 @@ def evaluate(data: str | Path, weights: str | Path | None = None, out: str | Pat
     out.mkdir(parents=True, exist_ok=True)
     if ref_csv.exists():
         paths = sorted(p for p in (root / "images").iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-        with open(ref_csv, newline="") as f:
-            ref = {r["file"]: float(r["pixel_size_mm"]) for r in csv.DictReader(f) if r.get("pixel_size_mm")}
+        from fetal_detect.evaluate.tv import pixel_sizes
+
+        ref = pixel_sizes(root)
         rows, tiles = _read_all(paths, progress)
         for r in rows:
             r["reference_mm"] = ref.get(r["image"])
