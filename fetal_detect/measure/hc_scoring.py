@@ -13,7 +13,7 @@ import numpy as np
 
 from fetal_detect.data.converters.hc18 import HC18Item
 from fetal_detect.errors import FetalDetectError
-from fetal_detect.measure.agreement import icc_a1, roc_pr
+from fetal_detect.measure.agreement import bland_altman, icc_a1, roc_pr
 from fetal_detect.measure.geometry import Ellipse, dice, ellipse_perimeter, fit_ellipse, hausdorff_px, iou
 from fetal_detect.measure.hc import HCCalibration, fit_calibration
 from fetal_detect.report import draw_hc
@@ -92,10 +92,9 @@ def summarise(rows: list[dict]) -> dict:
     err, d, hd, j, ed = arr("hc_err_mm"), arr("dice"), arr("hausdorff_mm"), arr("iou"), arr("ellipse_dice")
     m = {"n_images": len(rows), "n_scored": len(ok), "n_failed": len(rows) - len(ok)}
     if len(err):
-        m.update(hc_mae_mm=float(np.mean(np.abs(err))), hc_bias_mm=float(np.mean(err)),
-                 hc_sd_mm=float(np.std(err, ddof=1)) if len(err) > 1 else 0.0, hc_max_mm=float(np.max(np.abs(err))),
-                 hc_loa_mm=[float(np.mean(err) - 1.96 * np.std(err, ddof=1)), float(np.mean(err) + 1.96 * np.std(err, ddof=1))]
-                 if len(err) > 1 else None)
+        ba = bland_altman(err, np.zeros_like(err))  # err is already model - reference
+        m.update(hc_mae_mm=ba["mae"], hc_bias_mm=ba["bias"], hc_sd_mm=ba["sd"] if ba["sd"] is not None else 0.0,
+                 hc_max_mm=float(np.max(np.abs(err))), hc_loa_mm=ba["loa"])
         ref, pred = arr("hc_ref_mm"), arr("hc_mm")
         if len(ref) == len(pred) and len(ref) > 2:
             m["hc_icc"] = icc_a1(pred, ref)
