@@ -14,18 +14,11 @@ TOLERANCE = {"hc_mae_mm": 0.2, "map50": 0.01, "accuracy": 0.01, "dice": 0.01}
 
 
 def exported_predictor(t: Task, path: Path, conf: float = 0.25):
-    """A predictor on an exported file: onnxruntime for .onnx, Ultralytics' own back-ends otherwise."""
-    from fetal_detect.runtime import TorchPredictor
+    """A predictor on an exported file: the runtime's back-end for its suffix (:data:`runtime.BACKENDS`: .onnx,
+    .xml), Ultralytics' own back-ends (through the torch predictor) for any other export format."""
+    from fetal_detect.runtime import BACKENDS
 
-    if Path(path).suffix == ".onnx":
-        from fetal_detect.runtime.onnx_predictor import OnnxPredictor
-
-        return OnnxPredictor(t, path, conf=conf)
-    if Path(path).suffix == ".xml":
-        from fetal_detect.runtime.openvino_predictor import OpenVinoPredictor
-
-        return OpenVinoPredictor(t, path, conf=conf)
-    return TorchPredictor(t, path, conf=conf)
+    return BACKENDS.get(Path(path).suffix, BACKENDS[".pt"])()(t, path, conf=conf)
 
 
 def parity(t: Task, pt: Path, exported: Path, prepared, n: int | None = None) -> dict:
