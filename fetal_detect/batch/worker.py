@@ -97,6 +97,7 @@ class Worker:
         ``sha`` (the file's SHA-256, hashed once per image) names its overlay."""
         from fetal_detect.io import load_image
         from fetal_detect.measure.calibration import calibrate_image
+        from fetal_detect.pipeline.analyze import call_options
 
         loaded = load_image(path)
         user, how = (pixel_size_mm, "CSV pixel_size_mm") if pixel_size_mm is not None else (self.cfg.pixel_size_mm,
@@ -105,7 +106,7 @@ class Worker:
         failed.calibrate(cal)
         try:
             result = self.analyzer.analyze(loaded.image, task=self.cfg.task, calibration=cal,
-                                           options={"nt": {"strict_plane": True}} if self.cfg.strict_plane else None)
+                                           options=call_options(self.cfg.strict_plane))
         except FetalDetectError as e:  # a bad request for this image: name the file in the message
             raise FetalDetectError(f"{Path(path).name}: {e}") from None
         if self.cfg.overlays:

@@ -66,11 +66,6 @@ def add_strict_plane(p):
                         "measuring it with plane_ok false and the reasons")
 
 
-def call_options(args) -> dict:
-    """Per-measurement call options from shared flags (``analyze``, ``batch``): ``{"nt": {"strict_plane": True}}``."""
-    return {"nt": {"strict_plane": True}} if getattr(args, "strict_plane", False) else {}
-
-
 def _nt_options(args):
     from fetal_detect.pipeline.nt import parse_box
 

@@ -34,6 +34,12 @@ def default_gate(classifier=None) -> PlaneGate | None:
     return AbstainGate(classifier)
 
 
+def call_options(strict_plane: bool = False) -> dict:
+    """Per-measurement call options from the flags every entry point shares (CLI, batch, API):
+    ``--strict-plane`` -> ``{"nt": {"strict_plane": True}}`` (refuse instead of flag a doubtful NT plane)."""
+    return {"nt": {"strict_plane": True}} if strict_plane else {}
+
+
 class Analyzer:
     """Holds the loaded models; ``analyze(image, pixel_size_mm, task)`` returns a :class:`Result`.
 

@@ -18,6 +18,7 @@ import numpy as np
 
 from fetal_detect.errors import FetalDetectError
 from fetal_detect.io import load_image
+from fetal_detect.pipeline.analyze import call_options
 
 MAX_INLINE_PNG_BYTES = 8 * 1024 * 1024  # per data URL (frame_png, overlay_png); larger ones are left out
 _ABS_PATH = re.compile(r"(?<![\w.+/-])((?:[A-Za-z]:)?[/\\][^\s'\"/\\:,;]+(?:[/\\][^\s'\"/\\:,;]+)+)")
@@ -87,7 +88,7 @@ def analyze_upload(analyzer, data: bytes, task: str = "auto", pixel_size_mm: flo
             check()
         quality = image_quality(frame)
         result = analyzer.analyze(frame, task=task, calibration=cal,
-                                  options={"nt": {"strict_plane": True}} if strict_plane else None)
+                                  options=call_options(strict_plane))
         ok = result.status == "ok"
         conf = result.quality
         score = quality["score"] * (1.0 if conf is None else float(conf)) if ok else 0.0
