@@ -19,6 +19,7 @@ from typing import Callable, Iterator
 import numpy as np
 
 from fetal_detect.errors import FetalDetectError
+from fetal_detect.image_headers import check_pixel_limit, codec_header
 
 TRANSFER_SYNTAXES = {  # UID -> how the pixel data is read
     "1.2.840.10008.1.2": "native",  # Implicit VR Little Endian
@@ -128,8 +129,7 @@ def _geometry(ds, name: str) -> tuple[int, int, int, int, int]:
 def _check_limits(name, rows, cols, n_frames, spp, bits, max_pixels, max_frames, max_cine_pixels, max_frame_bytes):
     if spp not in (1, 3) or bits not in (8, 16):
         raise FetalDetectError(f"{name}: DICOM with {spp} samples of {bits} bits per pixel is not supported", status=415)
-    if cols * rows > max_pixels:
-        raise FetalDetectError(f"{name}: {cols}x{rows} px is over the {max_pixels:,} pixel limit", status=413)
+    check_pixel_limit(name, cols, rows, max_pixels)
     if n_frames > max_frames:
         raise FetalDetectError(f"{name}: cine has {n_frames} frames, over the {max_frames} frame limit", status=413)
     if rows * cols * n_frames > max_cine_pixels:
@@ -142,16 +142,12 @@ def _check_limits(name, rows, cols, n_frames, spp, bits, max_pixels, max_frames,
 
 
 def _compressed_frames(ds, name, rows, cols, n_frames, max_pixels, check) -> Iterator[np.ndarray]:
-    from fetal_detect.image_headers import codec_header
-
     encoded = _encapsulated(ds, name, n_frames)
     for i, frame in enumerate(encoded):  # every header first, then decode
         h = codec_header(frame[:1 << 20])
         if h is None:
             raise FetalDetectError(f"{name}: frame {i + 1} is not a readable JPEG / JPEG 2000 stream", status=415)
-        if h.pixels > max_pixels:
-            raise FetalDetectError(f"{name}: frame {i + 1} is {h.width}x{h.height} px, over the "
-                                   f"{max_pixels:,} pixel limit", status=413)
+        check_pixel_limit(name, h.width, h.height, max_pixels, frame=i + 1)
         if (h.width, h.height) != (cols, rows):
             raise FetalDetectError(f"{name}: frame {i + 1} is {h.width}x{h.height} px but the DICOM header says "
                                    f"{cols}x{rows}")

@@ -2,12 +2,15 @@
 
 Each parser takes the first bytes of a stream and returns :class:`Header` (width, height, channels,
 bytes per sample) or None when the header is missing or malformed. Used to refuse decompression bombs
-and files whose embedded image disagrees with what the container (DICOM Rows/Columns) declares.
+and files whose embedded image disagrees with what the container (DICOM Rows/Columns) declares;
+:func:`check_pixel_limit` is the one pixel-limit check of every reader (raster, DICOM, DICOM frame).
 """
 from __future__ import annotations
 
 import struct
 from typing import NamedTuple
+
+from fetal_detect.errors import FetalDetectError
 
 # JPEG start-of-frame markers (baseline, extended, progressive, lossless; Huffman and arithmetic)
 _SOF = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
@@ -21,12 +24,18 @@ class Header(NamedTuple):
     bytes_per_sample: int
 
     @property
-    def pixels(self) -> int:
-        return self.width * self.height
-
-    @property
     def decoded_bytes(self) -> int:
         return self.width * self.height * self.channels * self.bytes_per_sample
+
+
+def check_pixel_limit(name: str, width: int, height: int, max_pixels: int, frame: int | None = None) -> None:
+    """The one pixel limit (a decompression bomb otherwise): 413 when ``width x height`` is over ``max_pixels``.
+
+    Used by every reader before it decodes: a raster's header (:mod:`fetal_detect.io`), a DICOM's
+    Rows/Columns and each compressed DICOM frame's own codec header (``frame``: its 1-based number)."""
+    if width * height > max_pixels:
+        what = f"frame {frame} is {width}x{height} px," if frame is not None else f"{width}x{height} px is"
+        raise FetalDetectError(f"{name}: {what} over the {max_pixels:,} pixel limit", status=413)
 
 
 def png_header(data: bytes) -> Header | None:

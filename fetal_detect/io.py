@@ -27,6 +27,7 @@ from typing import Callable
 import numpy as np
 
 from fetal_detect.errors import FetalDetectError, short
+from fetal_detect.image_headers import check_pixel_limit, png_header
 
 MAX_BYTES = 20 * 1024 * 1024
 MAX_PIXELS = 40_000_000  # per frame; larger is treated as a decompression bomb
@@ -185,13 +186,6 @@ def load_image(src: str | Path | bytes, name: str | None = None, max_bytes: int 
     return _load_raster(data, fmt, name, max_pixels)
 
 
-def _check_pixels(w: int, h: int, name: str, max_pixels: int) -> None:
-    if w <= 0 or h <= 0:
-        raise FetalDetectError(f"{name}: image has no pixels")
-    if w * h > max_pixels:
-        raise FetalDetectError(f"{name}: {w}x{h} px is over the {max_pixels:,} pixel limit", status=413)
-
-
 def pillow_open():
     """Pillow's own ``Image.open`` (Ultralytics replaces it with one that may pip-install a HEIF plugin)."""
     import sys
@@ -210,10 +204,8 @@ def _raster_header(data: bytes, fmt: str, name: str, max_pixels: int) -> tuple[i
     """(width, height, decoded bytes) from the header, with Pillow's bomb warning made an error."""
     from PIL import Image
 
-    from fetal_detect.image_headers import png_header
-
     # Pillow's bomb limit = the pixel limit, never below MAX_PIXELS: this is process-wide, and a small per-call
-    # limit (checked below by _check_pixels) must not leak into other readers (Ultralytics' dataset checks)
+    # limit (checked by check_pixel_limit in _load_raster) must not leak into other readers (Ultralytics' dataset checks)
     Image.MAX_IMAGE_PIXELS = max(MAX_PIXELS, max_pixels)
     try:
         with warnings.catch_warnings():
@@ -240,7 +232,9 @@ def _load_raster(data: bytes, fmt: str, name: str, max_pixels: int) -> LoadedIma
     import cv2
 
     w, h, decoded = _raster_header(data, fmt, name, max_pixels)
-    _check_pixels(w, h, name, max_pixels)
+    if w <= 0 or h <= 0:
+        raise FetalDetectError(f"{name}: image has no pixels")
+    check_pixel_limit(name, w, h, max_pixels)
     _check_frame_bytes(decoded, name, max_pixels)
     # JPEG is 8-bit and its luma is the grey we want: decoding Y alone skips chroma upsampling and the colour
     # conversion (several times faster on colour screenshots; within 1-2 grey levels of colour -> BGR2GRAY)

@@ -161,3 +161,14 @@ def test_pillow_bomb_limit_is_the_pixel_limit_and_a_small_call_limit_does_not_le
     err = refused(cv2.imencode(".png", grey)[1].tobytes(), max_pixels=1000)
     assert err.status == 413 and "pixel limit" in str(err)
     assert Image.MAX_IMAGE_PIXELS == MAX_PIXELS  # Ultralytics' own Pillow reads keep a sane limit
+
+
+def test_the_pixel_limit_is_one_rule_for_rasters_dicom_headers_and_dicom_frames(grey):
+    png, dcm = cv2.imencode(".png", grey)[1].tobytes(), H.deflated_dicom(grey)
+    at_limit = 64 * 64  # exactly at the limit passes, one pixel under it is refused with the same words
+    assert load_image(png, max_pixels=at_limit).image.shape == load_image(dcm, max_pixels=at_limit).image.shape
+    for data in (png, dcm):
+        err = refused(data, max_pixels=at_limit - 1)
+        assert err.status == 413 and str(err) == "upload: 64x64 px is over the 4,095 pixel limit"
+    err = refused(H.encapsulated_dicom([H.jpeg_sof_only(12000, 12000)], 64, 64))
+    assert err.status == 413 and str(err) == "upload: frame 1 is 12000x12000 px, over the 40,000,000 pixel limit"
