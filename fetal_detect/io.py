@@ -14,6 +14,7 @@ device or ``/dev/zero`` symlink) and are read at most ``max_bytes + 1`` bytes.
 """
 from __future__ import annotations
 
+import hashlib
 import io as _io
 import math
 import os
@@ -130,22 +131,26 @@ def is_regular_file(path: str | Path) -> bool:
         return False
 
 
+def stream_sha256(f, max_bytes: int | None = None) -> str | None:
+    """Hex SHA-256 of a binary stream read in 1 MiB blocks (None once more than ``max_bytes`` were read):
+    the one hashing loop of the package (:func:`regular_file_sha256`, ``data.registry.file_sha256``)."""
+    h, total = hashlib.sha256(), 0
+    while block := f.read(1 << 20):
+        total += len(block)
+        if max_bytes is not None and total > max_bytes:
+            return None
+        h.update(block)
+    return h.hexdigest()
+
+
 def regular_file_sha256(path: str | Path, max_bytes: int | None = None) -> str | None:
     """Hex SHA-256 of a regular file (None when it is missing, unreadable, not a regular file or over
     ``max_bytes``): never blocks on a FIFO, never reads a device forever."""
-    import hashlib
-
-    h, total = hashlib.sha256(), 0
     try:
         with open_regular_file(path) as f:
-            while block := f.read(1 << 20):
-                total += len(block)
-                if max_bytes is not None and total > max_bytes:
-                    return None
-                h.update(block)
+            return stream_sha256(f, max_bytes)
     except (FetalDetectError, OSError):
         return None
-    return h.hexdigest()
 
 
 def read_regular_file(path: str | Path, max_bytes: int = MAX_BYTES, name: str | None = None) -> bytes:

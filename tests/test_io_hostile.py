@@ -172,3 +172,17 @@ def test_the_pixel_limit_is_one_rule_for_rasters_dicom_headers_and_dicom_frames(
         assert err.status == 413 and str(err) == "upload: 64x64 px is over the 4,095 pixel limit"
     err = refused(H.encapsulated_dicom([H.jpeg_sof_only(12000, 12000)], 64, 64))
     assert err.status == 413 and str(err) == "upload: frame 1 is 12000x12000 px, over the 40,000,000 pixel limit"
+
+
+def test_file_hashes_agree_between_the_registry_and_the_batch_reader_and_the_cap_is_exact(tmp_path):
+    import hashlib
+
+    from fetal_detect.data.registry import file_sha256
+    from fetal_detect.io import regular_file_sha256
+
+    data = bytes(range(256)) * 8195  # a little over two 1 MiB blocks
+    (tmp_path / "a.bin").write_bytes(data)
+    want = hashlib.sha256(data).hexdigest()
+    assert file_sha256(tmp_path / "a.bin") == regular_file_sha256(tmp_path / "a.bin") == want
+    assert regular_file_sha256(tmp_path / "a.bin", max_bytes=len(data)) == want
+    assert regular_file_sha256(tmp_path / "a.bin", max_bytes=len(data) - 1) is None

@@ -25,6 +25,7 @@ from fetal_detect import settings
 from fetal_detect.data.converters import Record, detect_layout, get_reader
 from fetal_detect.data.splits import assign_splits, check_no_leakage
 from fetal_detect.errors import FetalDetectError
+from fetal_detect.io import stream_sha256
 
 log = logging.getLogger(__name__)
 SPLITS = ("train", "val", "test")
@@ -192,12 +193,10 @@ def _source_fingerprint(entry: DatasetEntry, registry: dict) -> str:
     return h.hexdigest()
 
 
-def file_sha256(path: Path, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
+def file_sha256(path: Path) -> str:
+    """Hex SHA-256 of a file's bytes; raises when it cannot be read (``io.regular_file_sha256`` says None)."""
     with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
+        return stream_sha256(f)
 
 
 # ---------------------------------------------------------------------------------------------
