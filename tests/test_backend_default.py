@@ -47,3 +47,21 @@ def test_a_stale_or_failed_export_is_never_used(shipped, source, passed):
     assert verified_export(t) is None and default_weights(t) is None
     with pytest.raises(FetalDetectError, match="no verified ONNX"):
         default_weights(t, "onnx")
+
+
+def test_the_shipped_checkpoint_is_hashed_once_per_version_of_the_file(shipped, monkeypatch):
+    import hashlib
+    import os
+
+    t = tasks.get_task("hc-seg")
+    cached = _export(settings.RUNS_DIR / "export" / "hc-seg" / "hc-seg-int8.onnx", b"the shipped checkpoint", True)
+    hashed = []
+    real = hashlib.sha256
+    monkeypatch.setattr(hashlib, "sha256", lambda *a: hashed.append(1) or real(*a))
+    assert [verified_export(t) for _ in range(3)] == [cached] * 3 and len(hashed) == 1  # not once per model load
+    pt = shipped / "hc-seg.pt"
+    pt.write_bytes(b"retrained weights")  # another size: hashed again, and the export is now stale
+    assert verified_export(t) is None and len(hashed) == 2
+    pt.write_bytes(b"retrained weightZ")  # the same size, a later mtime: hashed again
+    os.utime(pt, ns=(pt.stat().st_atime_ns, pt.stat().st_mtime_ns + 10**9))
+    assert verified_export(t) is None and len(hashed) == 3

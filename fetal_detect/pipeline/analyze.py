@@ -7,7 +7,6 @@ routes that plane to; a measurement name runs that measurer alone. Models load o
 """
 from __future__ import annotations
 
-import functools
 import math
 import time
 from pathlib import Path
@@ -157,17 +156,10 @@ class Analyzer:
 
 def predictor_info(p) -> dict:
     """``{weights, backend, sha256}`` of a loaded predictor (the file's content hash identifies the model)."""
+    from fetal_detect.runtime import weights_sha256
+
     w = str(getattr(p, "weights", ""))
-    return {"weights": w, "backend": getattr(p, "backend", None), "sha256": _sha256(w)}
-
-
-@functools.lru_cache(maxsize=64)
-def _sha256(path: str) -> str | None:
-    if not path or not Path(path).is_file():
-        return None
-    from fetal_detect.data.registry import file_sha256
-
-    return file_sha256(Path(path))
+    return {"weights": w, "backend": getattr(p, "backend", None), "sha256": weights_sha256(w) if w else None}
 
 
 def models_of(measurer, spec: measurers.MeasurerSpec) -> dict:

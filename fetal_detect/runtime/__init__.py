@@ -9,6 +9,7 @@ only ever see :class:`Prediction`. Back-ends, one module each, all subclasses of
 """
 from __future__ import annotations
 
+import functools
 import importlib.util
 from pathlib import Path
 
@@ -19,7 +20,7 @@ from fetal_detect.tasks import Task, get_task
 
 __all__ = ["Instance", "Prediction", "Predictor", "read_sidecar", "to_bgr", "load_predictor", "optional_predictor",
            "resolve_weights", "predictor_class", "BACKENDS", "BACKEND_CHOICES", "default_weights", "verified_export",
-           "TorchPredictor", "OnnxPredictor", "OpenVinoPredictor"]
+           "weights_sha256", "TorchPredictor", "OnnxPredictor", "OpenVinoPredictor"]
 
 
 def _torch():
@@ -106,16 +107,35 @@ def verified_export(task: Task) -> Path | None:
     ``runs/export/<task>/<task>-int8.onnx``, whose sidecar says the parity check passed and whose
     ``source_sha256`` is the shipped checkpoint's (a stale export of other weights is never used)."""
     from fetal_detect import settings
-    from fetal_detect.data.registry import file_sha256
 
-    pt = task.weights
-    src_sha = file_sha256(pt) if pt.exists() else None
+    src_sha = weights_sha256(task.weights)
     for cand in (WEIGHTS_DIR / f"{task.name}-int8.onnx", settings.RUNS_DIR / "export" / task.name / f"{task.name}-int8.onnx"):
         meta = read_sidecar(cand) if cand.exists() else {}
         passed = (meta.get("metrics") or {}).get("passed") is True
         if passed and (src_sha is None or meta.get("source_sha256") == src_sha):
             return cand
     return None
+
+
+def weights_sha256(path: str | Path) -> str | None:
+    """Hex SHA-256 of a weights file (None when it is missing or unreadable), hashed once per version of the
+    file: cached by (path, size, mtime_ns), so loading a model does not re-read a checkpoint every time."""
+    p = Path(path)
+    try:
+        st = p.stat()
+        return _file_sha256(str(p.resolve()), st.st_size, st.st_mtime_ns)
+    except OSError:
+        return None
+
+
+@functools.lru_cache(maxsize=64)
+def _file_sha256(path: str, size: int, mtime_ns: int) -> str:
+    from fetal_detect.io import regular_file_sha256
+
+    sha = regular_file_sha256(path)
+    if sha is None:  # raised, so a file that cannot be read now is not remembered as unreadable
+        raise OSError(f"{path}: cannot be read")
+    return sha
 
 
 def default_weights(task: str | Task, backend: str = "auto") -> Path | None:
