@@ -3,7 +3,9 @@
 The single entry point the CLI (``analyze``, ``measure``), the web service and the batch runner call.
 ``task="auto"`` classifies the plane (when a plane classifier is available), asks the plane gate (a
 hook: ``gate(image, plane_prediction) -> refusal | None``), then runs every measurer the measurer table
-routes that plane to; a measurement name runs that measurer alone. Models load once per :class:`Analyzer`.
+routes that plane to; a measurement name runs that measurer alone. Models load once per :class:`Analyzer`,
+shared by every measurer that needs them (``cns`` and ``tv`` read one ``cns-seg``), and run at most once per
+image (:class:`fetal_detect.runtime.PredictorPool`).
 """
 from __future__ import annotations
 
@@ -54,6 +56,9 @@ class Analyzer:
         self.backend = backend
         self.gate = gate if gate is not None else default_gate(self.plane_classifier)
         self._measurers: dict = {}
+        from fetal_detect.runtime import PredictorPool
+
+        self.predictors = PredictorPool()  # one predictor per model file; one output per model and image
 
     def weights_for(self, tasks: Iterable[str]) -> dict[str, str | None]:
         """Model task -> the file to load: named in ``weights``, else the back-end's default (None: shipped)."""
@@ -68,7 +73,8 @@ class Analyzer:
             spec = measurers.get_measurer(name)
             kwargs = {arg: w for task, arg in {**spec.models, **spec.optional_models}.items()
                       for w in [self.weights_for([task])[task]]}
-            self._measurers[name] = spec.load_class()(**kwargs, **options)
+            with self.predictors.sharing():  # a model two measurers need is loaded once
+                self._measurers[name] = spec.load_class()(**kwargs, **options)
         return self._measurers[name]
 
     def plane_classifier(self):
@@ -87,6 +93,11 @@ class Analyzer:
         instead of becoming its status."""
         if task not in TASKS:
             raise FetalDetectError(f"task must be one of {', '.join(TASKS)}, got '{task}'")
+        with self.predictors.one_image():  # each model runs at most once on this image, whoever asks
+            return self._analyze(image, pixel_size_mm, task, calibration, options, strict)
+
+    def _analyze(self, image: np.ndarray, pixel_size_mm: float | None, task: str, calibration, options: dict | None,
+                 strict: bool) -> Result:
         t0 = time.perf_counter()
         res = Result(status="ok", requested=task, pixel_size_mm=pixel_size_mm, version=__version__)
         if calibration is not None:

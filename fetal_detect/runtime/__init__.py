@@ -15,12 +15,13 @@ from pathlib import Path
 
 from fetal_detect.errors import FetalDetectError
 from fetal_detect.runtime.base import Instance, Prediction, Predictor, read_sidecar, to_bgr
+from fetal_detect.runtime.pool import PredictorPool, sharing_pool
 from fetal_detect.settings import WEIGHTS_DIR
 from fetal_detect.tasks import Task, get_task
 
 __all__ = ["Instance", "Prediction", "Predictor", "read_sidecar", "to_bgr", "load_predictor", "optional_predictor",
            "resolve_weights", "predictor_class", "BACKENDS", "BACKEND_CHOICES", "default_weights", "verified_export",
-           "weights_sha256", "TorchPredictor", "OnnxPredictor", "OpenVinoPredictor"]
+           "weights_sha256", "PredictorPool", "TorchPredictor", "OnnxPredictor", "OpenVinoPredictor"]
 
 
 def _torch():
@@ -96,10 +97,16 @@ def optional_predictor(task: str, weights: str | Path | None = None, conf: float
 
 
 def load_predictor(task: str | Task, weights: str | Path | None = None, conf: float = 0.25) -> Predictor:
-    """A predictor for ``task``: the back-end is chosen by the weights' suffix (:data:`BACKENDS`)."""
+    """A predictor for ``task``: the back-end is chosen by the weights' suffix (:data:`BACKENDS`). Inside a
+    :class:`~fetal_detect.runtime.pool.PredictorPool`'s ``sharing()`` block: that pool's one predictor for
+    these weights, back-end and ``conf``."""
     t = get_task(task) if isinstance(task, str) else task
     w = resolve_weights(t, weights)
-    return predictor_class(w)(t, w, conf=conf)
+    cls = predictor_class(w)
+    pool = sharing_pool()
+    if pool is None:
+        return cls(t, w, conf=conf)
+    return pool.get((t.name, str(w.resolve()), cls.backend, conf), lambda: cls(t, w, conf=conf))
 
 
 def verified_export(task: Task) -> Path | None:

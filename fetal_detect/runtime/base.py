@@ -87,6 +87,7 @@ class Predictor:
     """
 
     backend = "?"
+    pool = None  # the runtime.pool.PredictorPool sharing this predictor (its outputs per image), if any
 
     def __init__(self, task: Task, weights: str | Path, conf: float = 0.25, imgsz: int | None = None, **options):
         self.task, self.conf = task, conf
@@ -117,6 +118,8 @@ class Predictor:
         raise NotImplementedError
 
     def predict(self, image: np.ndarray) -> Prediction:
+        if self.pool is not None:  # shared by an Analyzer's measurers: at most one model pass per image
+            return self.pool.predict(self, image)
         return self.predict_batch([image])[0]
 
     def predict_batch(self, images: list[np.ndarray]) -> list[Prediction]:
