@@ -3,9 +3,11 @@
 - ``D`` a folder with ``images/`` and ``pixel_size.csv`` (``file,pixel_size_mm``; ../shared/data/tv_plane):
   coverage (share of images the ruler calibrates) and the distribution of ``|ruler / reference - 1|`` over
   the images with a reference (median, p90, share within 5 % and 8 %, share off by more than 15 %).
-- ``D`` a Shenzhen-layout NT set (``nt_shenzhen`` or its folder; no reference pixel size): coverage over
-  every image, and the automatic NT in mm (nt-det finds the NT, the ruler gives the pixel size; as
-  ``analyze --task nt`` does) on the ``--split`` images of the registry split (all images for a folder).
+- ``D`` a Shenzhen-layout NT set (``nt_shenzhen`` or its folder; no reference pixel size): the ruler's
+  coverage over every image; then, as ``analyze --task nt`` does with no pixel size, on the ``--split``
+  images of the registry split (``--split all`` or a folder: every image): coverage once the anatomy has
+  checked the ruler or picked its interval, the automatic NT in mm, and the calibrated scale against the
+  annotated anatomy (``ObjectDetection.csv``: thalami, midbrain, palate at their 11-14 week sizes).
 
 Writes ``metrics.json`` and ``per_image.csv`` (and ``ruler_sheet.png``: the first 16 tick overlays).
 """
@@ -57,7 +59,7 @@ def _read_all(paths: list[Path], progress: bool) -> tuple[list[dict], list]:
         ms = (time.perf_counter() - t0) * 1000
         rows.append({"image": p.name, "pixel_size_mm": r.pixel_size_mm, "side": r.side, "spacing_px": r.spacing_px,
                      "n_ticks": len(r.ticks), "pattern": r.pattern, "confidence": r.confidence, "reason": r.reason,
-                     "ruler_ms": round(ms, 1), "_grey": grey if r.pixel_size_mm else None})
+                     "ambiguous": r.ambiguous, "ruler_ms": round(ms, 1), "_grey": grey if r.pixel_size_mm else None})
         if r.pixel_size_mm and len(tiles) < 16:
             tiles.append(draw_ruler(grey, r))
     return rows, tiles
@@ -73,6 +75,7 @@ def _coverage(rows: list[dict]) -> dict:
     ms = [r["ruler_ms"] for r in rows if "ruler_ms" in r]
     px = [r["pixel_size_mm"] for r in ok]
     return {"n_images": len(rows), "n_calibrated": len(ok), "coverage": round(len(ok) / max(len(rows), 1), 4),
+            "n_interval_ambiguous": sum(bool(r.get("ambiguous")) for r in rows),
             "sides": {s: sum(r["side"] == s for r in ok) for s in ("left", "right", "bottom")},
             "pixel_size_mm_p5_p50_p95": [round(float(v), 4) for v in np.percentile(px, [5, 50, 95])] if px else None,
             "refusals": dict(sorted(reasons.items(), key=lambda kv: -kv[1])),
@@ -86,8 +89,8 @@ def _shenzhen_split(data: str, split: str) -> tuple[Path, set[str] | None, str]:
     entry = registry.get_entry(str(data))
     if entry.layout != "shenzhen-nt" or entry.root is None:
         raise FetalDetectError(f"ruler: --data needs pixel_size.csv or a Shenzhen NT set, got '{data}'")
-    if Path(str(data)).is_dir():
-        return Path(entry.root), None, f"folder {entry.root}"
+    if Path(str(data)).is_dir() or split == "all":
+        return Path(entry.root), None, f"all images of {entry.root}"
     rule = entry.split or {}
     stems = sorted(p.stem for p in (Path(entry.root) / "images").iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
     splits = assign_splits(stems, val=float(rule.get("val", 0.15)), test=float(rule.get("test", 0.0)),
@@ -95,28 +98,42 @@ def _shenzhen_split(data: str, split: str) -> tuple[Path, set[str] | None, str]:
     return Path(entry.root), {s for s, sp in zip(stems, splits) if sp == split}, f"{entry.name} {split} split"
 
 
-def _automatic_nt(rows: list[dict], keep: set[str] | None, weights, progress: bool) -> tuple[list[dict], dict]:
-    """nt-det + NT measurement in mm (ruler pixel size) on the calibrated images whose stem is in ``keep``."""
+def _automatic_nt(rows: list[dict], img_root: Path, keep: set[str] | None, weights,
+                  progress: bool) -> tuple[list[dict], dict]:
+    """``analyze --task nt`` without a pixel size on the images whose stem is in ``keep``: the ruler read,
+    checked (or its interval picked) by the anatomy nt-det finds, then the NT in mm."""
+    import cv2
     from tqdm import tqdm
 
-    from fetal_detect.pipeline.nt import NTMeasurer
+    from fetal_detect.measure.calibration import resolve_pixel_size
+    from fetal_detect.pipeline.analyze import Analyzer
 
-    measurer = NTMeasurer(weights)
+    analyzer = Analyzer({"nt-det": str(weights)} if weights else None)
     todo = [r for r in rows if keep is None or Path(r["image"]).stem in keep]
     for r in tqdm(todo, desc="automatic NT", unit="img", disable=not progress):
-        if not r["pixel_size_mm"]:
-            r["nt_status"] = "no ruler"
+        grey = cv2.imread(str(img_root / "images" / r["image"]), cv2.IMREAD_GRAYSCALE)
+        if grey is None:
+            r["nt_status"] = "unreadable"
             continue
-        try:
-            res = measurer(r["_grey"], r["pixel_size_mm"])
-            r.update(nt_status=res["status"], nt_mm=res.get("nt_mm") or res.get("nt_mm_unsuitable_plane"),
-                     nt_confidence=res.get("confidence"), nt_risk_flag=(res.get("risk") or {}).get("flag"))
-        except FetalDetectError as e:
-            r.update(nt_status="failed", nt_error=str(e)[:120])
-    nt = np.array([r["nt_mm"] for r in todo if r.get("nt_mm") is not None], float)
-    ok_plane = np.array([r["nt_mm"] for r in todo if r.get("nt_status") == "ok" and r.get("nt_mm") is not None], float)
-    stats = {"n_split_images": len(todo), "n_split_calibrated": sum(bool(r["pixel_size_mm"]) for r in todo),
-             "split_coverage": round(sum(bool(r["pixel_size_mm"]) for r in todo) / max(len(todo), 1), 4),
+        res = analyzer.analyze(grey, task="nt", calibration=resolve_pixel_size(image=grey))
+        nt = res.results.get("nt")
+        anatomy = (res.ruler or {}).get("anatomy") or {}
+        r.update(calibrated_mm=res.pixel_size_mm, calibration=res.pixel_size_detail,
+                 interval_from=(res.ruler or {}).get("interval_from") if res.pixel_size_mm else None,
+                 anatomy_mm=anatomy.get("pixel_size_mm"), nt_status=nt.status if nt else res.status)
+        if nt is not None and nt.status == "ok" or (nt is not None and nt.details.get("nt_mm_unsuitable_plane")):
+            r.update(nt_mm=nt.values.get("nt_mm") or nt.details.get("nt_mm_unsuitable_plane"),
+                     nt_plane_ok=nt.details.get("plane_ok"), nt_risk_flag=(nt.details.get("risk") or {}).get("flag"))
+    done = [r for r in todo if "nt_status" in r and r["nt_status"] != "unreadable"]
+    cal = [r for r in done if r.get("calibrated_mm")]
+    nt = np.array([r["nt_mm"] for r in done if r.get("nt_mm") is not None], float)
+    ok_plane = np.array([r["nt_mm"] for r in done if r.get("nt_plane_ok") and r.get("nt_mm") is not None], float)
+    stats = {"n_split_images": len(done), "n_split_calibrated": len(cal),
+             "split_coverage": round(len(cal) / max(len(done), 1), 4),
+             "split_coverage_ruler_alone": round(sum(bool(r["pixel_size_mm"]) for r in done) / max(len(done), 1), 4),
+             "interval_picked_by_anatomy": sum(r.get("interval_from") == "anatomy" for r in cal),
+             "ruler_vetoed_by_anatomy": sum("disagrees with the fetal anatomy" in (r.get("calibration") or "")
+                                            for r in done),
              "n_nt_mm": int(nt.size), "n_nt_mm_plane_ok": int(ok_plane.size)}
     for name, v in (("nt_mm", nt), ("nt_mm_plane_ok", ok_plane)):
         if v.size:
@@ -124,7 +141,40 @@ def _automatic_nt(rows: list[dict], keep: set[str] | None, weights, progress: bo
                            "p10_p25_p75_p90": [round(float(x), 3) for x in np.percentile(v, [10, 25, 75, 90])],
                            "share_1_to_3_5mm": round(float(np.mean((v >= 1.0) & (v <= 3.5))), 4),
                            "share_ge_3_5mm": round(float(np.mean(v >= 3.5)), 4)}
+    stats["vs_annotated_anatomy"] = _annotated_anatomy(cal, img_root)
     return todo, stats
+
+
+def _annotated_anatomy(rows: list[dict], img_root: Path) -> dict:
+    """Scale check without a reference pixel size: the thalami, midbrain and palate boxes annotated in
+    ``ObjectDetection.csv``, in mm at the calibrated pixel size, against their 11-14 week medians
+    (:data:`fetal_detect.measure.anatomy_scale.REFERENCE_MM`). A wrong interval shows as a ratio near 0.5 or 2."""
+    import csv
+
+    from fetal_detect.measure.anatomy_scale import REFERENCE_MM
+
+    table = img_root / "ObjectDetection.csv"
+    if not table.exists():
+        return {"n": 0}
+    sizes: dict[str, dict[str, float]] = {}
+    with open(table, newline="") as f:
+        for b in csv.DictReader(f):
+            if b.get("structure") in REFERENCE_MM:
+                side = max(float(b["w_max"]) - float(b["w_min"]), float(b["h_max"]) - float(b["h_min"]))
+                sizes.setdefault(b["fname"], {})[b["structure"]] = side
+    ratios = []
+    for r in rows:
+        found = sizes.get(r["image"], {})
+        if len(found) >= 2:
+            ratios.append(float(np.exp(np.mean([np.log(v * r["calibrated_mm"] / REFERENCE_MM[k])
+                                                for k, v in found.items()]))))
+    if not ratios:
+        return {"n": 0}
+    q = np.asarray(ratios)
+    return {"n": int(q.size), "median_ratio": round(float(np.median(q)), 4),
+            "p5_p95_ratio": [round(float(v), 4) for v in np.percentile(q, [5, 95])],
+            "share_within_25pct": round(float(np.mean(np.abs(np.log(q)) <= np.log(1.25))), 4),
+            "share_off_gt_1_4x": round(float(np.mean(np.abs(np.log(q)) > np.log(1.4))), 4)}
 
 
 def evaluate(data: str | Path, weights: str | Path | None = None, out: str | Path | None = None,
@@ -156,7 +206,7 @@ def evaluate(data: str | Path, weights: str | Path | None = None, out: str | Pat
         rows, tiles = _read_all(paths, progress)
         metrics = {"task": "ruler", "data": str(data), "split": "coverage: all images; NT: " + described,
                    **_coverage(rows)}
-        _, metrics["automatic_nt"] = _automatic_nt(rows, keep, weights, progress)
+        _, metrics["automatic_nt"] = _automatic_nt(rows, img_root, keep, weights, progress)
     for r in rows:
         r.pop("_grey", None)
     write_csv(out / "per_image.csv", rows)

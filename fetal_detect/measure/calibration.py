@@ -66,3 +66,35 @@ def calibrate_image(loaded, user_mm: float | None = None, *, user_detail: str = 
     return resolve_pixel_size(user_mm, loaded.pixel_size_mm, loaded.image if frame is None else frame,
                               user_detail=user_detail, dicom_detail=f"DICOM {loaded.pixel_size_source}",
                               use_ruler=use_ruler, interval_mm=interval_mm)
+
+
+def review_with_anatomy(cal: Calibration, detections: list[dict] | None) -> tuple[Calibration, bool]:
+    """(calibration, changed): a ruler read checked against the scale the fetal anatomy implies
+    (:mod:`fetal_detect.measure.anatomy_scale`). An ambiguous ruler (5 mm or 1 cm) gets the interval the
+    anatomy supports; a ruler read 1.6x or more away from the anatomy is dropped (lengths in px). A pixel
+    size from the user or DICOM is never touched; the anatomy never gives a pixel size of its own."""
+    from fetal_detect.measure import anatomy_scale as anat
+
+    r = cal.ruler
+    if r is None or cal.source not in (None, "ruler"):
+        return cal, False
+    anatomy_mm, sizes = anat.implied_pixel_size_mm(detections)
+    if anatomy_mm is None:
+        return cal, False
+    evidence = {"pixel_size_mm": round(anatomy_mm, 6), "box_px": sizes}
+    ruler = {**r, "anatomy": evidence}
+    if cal.source == "ruler":
+        if anat.disagrees(cal.pixel_size_mm, anatomy_mm):
+            return Calibration(None, None, f"the on-screen ruler ({cal.pixel_size_mm:.4f} mm/px) disagrees with the "
+                               f"fetal anatomy ({anatomy_mm:.4f} mm/px, {cal.pixel_size_mm / anatomy_mm:.2f}x): not used, "
+                               "lengths in px", {**ruler, "used": False}), True
+        return Calibration(cal.pixel_size_mm, cal.source, cal.detail, ruler), False
+    chosen = anat.pick(r.get("pixel_size_candidates_mm") or [], anatomy_mm)
+    if chosen is None:
+        return Calibration(None, None, cal.detail, ruler), False
+    interval = round(chosen * r["spacing_px"], 3)
+    ruler.update(pixel_size_mm=round(chosen, 6), interval_mm=round(interval, 3), interval_from="anatomy",
+                 source="ruler")
+    return Calibration(_checked(chosen, "ruler pixel size"), "ruler",
+                       f"{RULER_NOTE}: {len(r.get('ticks') or [])} ticks {r['spacing_px']:.2f} px apart, "
+                       f"{interval:g} mm each (picked by the fetal anatomy: {anatomy_mm:.4f} mm/px)", ruler), True

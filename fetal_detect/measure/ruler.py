@@ -29,11 +29,14 @@ from fetal_detect.measure.ruler_ticks import (alternates, bottom_response, colum
 
 DEFAULT_INTERVAL_MM = 5.0
 MIN_TICKS = 5
+SPARSE_MIN_TICKS = 3  # a second pass for widely spaced dot columns (1 cm dots on a zoomed view: 3-4 in view)
+SPARSE_SPAN = 0.4  # ... whose dots must span this share of the image height
 PLAUSIBLE_MM = (0.02, 1.0)  # mm per px of a B-mode screenshot; anything else is refused
 EDGE_FRACTION = 0.25  # rulers are searched in this share of the width on each side
 BOTTOM_FRACTION = 0.06  # and a horizontal ruler in this share of the height at the bottom
 MIN_CONTRAST = 50.0  # grey levels a tick stands above its surroundings (speckle in tissue: ~20-50)
 MIN_PERIOD_PX = 15.0
+BORDER_PX = 2  # marks this close to the right edge are the grey-bar scale (Siemens layout), not depth ticks
 MAX_SIDE_PX = 2048  # ticks closer than this are not a readable depth ruler
 MIN_SHORT_SIDE_PX = 320  # scanner screenshots are >= ~400 px; smaller images are resized exports (e.g. 256 px
 # Roboflow crops of FETAL_PLANES_DB frames) whose minor ticks vanish or whose axes were stretched unequally:
@@ -57,6 +60,18 @@ class Ruler:
     pattern: str | None = None  # "uniform", "alternating", "major every N", ...
     x_spread_px: float | None = None  # how well the ticks line up in one column (std of their inner end)
     contrast: float | None = None  # median tick brightness above its surroundings (grey levels)
+    interval_candidates_mm: list[float] | None = None  # a clean ruler whose tick interval is ambiguous
+
+    @property
+    def ambiguous(self) -> bool:
+        """A clean tick column read to sub-pixel precision whose interval (5 mm or 1 cm) the ticks do not
+        tell: ``pixel_size_candidates_mm`` lists the pixel size under each interval, for another cue
+        (the fetal anatomy, :mod:`fetal_detect.measure.anatomy_scale`) or the user to pick."""
+        return bool(self.interval_candidates_mm) and self.pixel_size_mm is None and bool(self.spacing_px)
+
+    @property
+    def pixel_size_candidates_mm(self) -> list[float]:
+        return [i / self.spacing_px for i in self.interval_candidates_mm or []] if self.spacing_px else []
 
     def as_dict(self) -> dict:
         d = asdict(self)
@@ -64,6 +79,8 @@ class Ruler:
             if d[k] is not None:
                 d[k] = round(float(d[k]), 6 if k == "pixel_size_mm" else 3)
         d["ticks"] = [[round(x, 1), round(y, 2)] for x, y in self.ticks]
+        if self.ambiguous:
+            d["pixel_size_candidates_mm"] = [round(v, 6) for v in self.pixel_size_candidates_mm]
         return d
 
 
@@ -77,17 +94,25 @@ def auto_interval_mm(pattern: str | None, side: str = "left") -> float | None:
     The horizontal ruler along the bottom edge (``side="bottom"``) alternates short and long ticks
     (or shows minor ticks half-way) when they are 5 mm apart and has plain ticks (a longer centre tick at
     most) when they are 1 cm apart.
-    On a vertical depth ruler:
+    On a vertical depth ruler at the left edge (GE Voluson layout; checked against tv_plane's reference
+    pixel sizes and, on Shenzhen, against the size of the fetal anatomy):
 
     Alternating tick lengths (1 cm marks over 5 mm ticks) and long ticks every 10 ticks (5 cm) mean
-    5 mm ticks; plain ticks are taken as 5 mm (the scanners in ../shared/data). Long ticks every 5 with
-    nothing in between occur with 1 cm ticks (5 cm majors) and with 5 mm ticks (2.5 cm majors) on the
-    same scanner: ambiguous, so None (refused unless the user gives the interval).
+    5 mm ticks; plain ticks are taken as 5 mm. Long ticks every 5 with nothing in between occur with
+    1 cm ticks (5 cm majors) and with 5 mm ticks (2.5 cm majors) on the same scanner: ambiguous, None.
+    The dot column at the right edge (Siemens layout) marks 5 mm on some views and 1 cm on others with
+    the same dot/dash pattern (the Shenzhen anatomy shows both at the same tick spacing): ambiguous, None.
+    Ambiguous rulers are refused unless the user gives the interval or the anatomy picks it.
     """
     pattern = pattern or "uniform"
     if side == "bottom":
         return DEFAULT_INTERVAL_MM if pattern.startswith("alternating") else 10.0
-    return None if pattern.startswith("major every 5") else DEFAULT_INTERVAL_MM
+    if side == "right" or pattern.startswith("major every 5"):
+        return None
+    return DEFAULT_INTERVAL_MM
+
+
+AMBIGUOUS_INTERVALS_MM = [5.0, 10.0]
 
 
 def _candidate(resp: np.ndarray, x: int, period_guess: float, interval_mm: float, min_ticks: int,
@@ -122,10 +147,11 @@ def _candidate(resp: np.ndarray, x: int, period_guess: float, interval_mm: float
     if n < min_ticks:
         return _refuse(f"too few regularly spaced ticks ({n} < {min_ticks})", interval_mm, side=side)
     geo = [geo_of[int(p)] for p in pk]
+    sparse = min_ticks < MIN_TICKS
     for _ in range(2):  # a tick pulled by an echo under it: drop the worst one (at most two), keep >= 7
-        r_all = np.where(inl, ys - (a + t * k), 0.0)
+        r_all = np.where(inl, ys - (a + t * k), 0.0)  # (a sparse dot column: drop one stray mark, keep >= 3)
         worst = int(np.argmax(np.abs(r_all)))
-        if inl.sum() < 7 or abs(r_all[worst]) <= max(1.5, 0.05 * t):
+        if inl.sum() < (4 if sparse else 7) or abs(r_all[worst]) <= (0.75 if sparse else max(1.5, 0.05 * t)):
             break
         inl[worst] = False
         t, a = np.polyfit(k[inl], ys[inl], 1)
@@ -163,7 +189,11 @@ def _candidate(resp: np.ndarray, x: int, period_guess: float, interval_mm: float
         return _refuse(f"marks too faint for ruler ticks (contrast {contrast:.0f} < {MIN_CONTRAST})", interval_mm, **kw)
     if n < 6 and (aligned > 1.5 or span > n + 1 or rms > 0.01 * t):  # the fewest ticks: only a clean column
         return _refuse(f"only {n} ticks and they are not a clean column", interval_mm, **kw)
-    if side != "bottom" and ((x1s <= offset).any() or (x2s >= offset + w - 1).any()):
+    if n < MIN_TICKS and (extra or span > n or aligned > 1.0 or np.abs(resid).max() > max(0.75, 0.008 * t)
+                          or contrast < 2 * MIN_CONTRAST or (n - 1) * t < SPARSE_SPAN * h):
+        # 3-4 dots: crisp, exactly in line, none missing, over much of the height (not lines of text)
+        return _refuse(f"only {n} marks and they are not a crisp, evenly spaced dot column", interval_mm, **kw)
+    if side != "bottom" and ((x1s <= offset).any() or (x2s >= offset + w - 1 - (BORDER_PX if side == "right" else 0)).any()):
         return _refuse("marks touch the image border: not ruler ticks", interval_mm, **kw)
     if np.median(lengths) > 40:
         return _refuse(f"marks {np.median(lengths):.0f} px long are not ruler ticks", interval_mm, **kw)
@@ -174,17 +204,21 @@ def _candidate(resp: np.ndarray, x: int, period_guess: float, interval_mm: float
         pattern = "alternating" if alternating else "plain"
     else:
         pattern = tick_pattern(lengths, kin) + (f" ({pattern})" if pattern else "")
+    conf = min(1.0, n / 10) * math.exp(-rms / max(0.5, 0.05 * t)) * (1 - extra / (n + extra)) * (n / span)
     if interval_mm is not None:
         interval, how = interval_mm, "user"
     else:
         interval, how = auto_interval_mm(pattern, side), "default"
-        if interval is None:
-            return _refuse("tick pattern fits both 5 mm and 1 cm ticks (long tick every 5): give the interval",
-                           None, pattern=pattern, **kw)
+        if interval is None or n < MIN_TICKS:
+            why = ("a long tick every 5" if pattern.startswith("major every 5") else
+                   f"only {n} marks" if n < MIN_TICKS else "a dot column at the right edge")
+            cands = [c for c in AMBIGUOUS_INTERVALS_MM if PLAUSIBLE_MM[0] <= c / t <= PLAUSIBLE_MM[1]]
+            return Ruler(None, f"{n} ticks {t:.2f} px apart, but {why} fits both 5 mm and 1 cm ticks: give the "
+                         "interval (or let the anatomy pick it)", None, None, None, t, ticks, round(conf, 3), side,
+                         rms, pattern, float(aligned), contrast, cands)
     px = interval / t
     if not PLAUSIBLE_MM[0] <= px <= PLAUSIBLE_MM[1]:
         return _refuse(f"implausible pixel size {px:.4f} mm ({t:.1f} px per {interval:g} mm)", interval, **kw)
-    conf = min(1.0, n / 10) * math.exp(-rms / max(0.5, 0.05 * t)) * (1 - extra / (n + extra)) * (n / span)
     return Ruler(px, f"{n} ticks {t:.2f} px apart ({interval:g} mm each, {how})", "ruler", interval, how, t,
                  ticks, round(conf, 3), side, rms, pattern, float(aligned), contrast)
 
@@ -209,6 +243,61 @@ def read_ruler(grey: np.ndarray, interval_mm: float | None = None, min_ticks: in
     if min(h, w) < MIN_SHORT_SIDE_PX:
         return _refuse(f"image {w}x{h} px is smaller than a scanner screenshot (a resized export?): its ruler "
                        f"ticks may be thinned out or stretched, so the ruler is not read", interval_mm)
+    cands = _scan(grey, interval_mm, min_ticks)
+    if not any(r.pixel_size_mm is not None or r.ambiguous for _, r in cands) and min_ticks > SPARSE_MIN_TICKS:
+        cands += _scan(grey, interval_mm, SPARSE_MIN_TICKS)  # widely spaced dots (3-4 in view), strict checks
+    if not any(r.pixel_size_mm is not None or r.ambiguous for _, r in cands):
+        dots = _dot_column(grey, interval_mm)  # crisp dots drawn over tissue
+        if dots is not None:
+            return dots
+    if not cands:
+        return _refuse("no periodic tick column near the left or right edge", interval_mm)
+    ok = [(s * r.confidence, r) for s, r in cands if r.pixel_size_mm is not None]
+    if ok:
+        ok.sort(key=lambda c: -c[0])
+        best = ok[0][1]
+        other = next(((sc, r) for sc, r in ok[1:] if r.side != best.side), None)
+        if other and abs(other[1].pixel_size_mm / best.pixel_size_mm - 1) > 0.05 and other[0] > 0.5 * ok[0][0]:
+            return _refuse(f"the {best.side} and {other[1].side} rulers disagree on the scale", interval_mm)
+        return best
+    unsure = sorted(((s * r.confidence, r) for s, r in cands if r.ambiguous), key=lambda c: -c[0])
+    if unsure:  # a clean column whose interval another cue (or the user) must give
+        return unsure[0][1]
+    cands.sort(key=lambda c: (-len(c[1].ticks), -c[0]))  # the refusal that came closest to a ruler
+    return cands[0][1]
+
+
+def _dot_column(grey: np.ndarray, interval_mm: float | None) -> Ruler | None:
+    """The dot column (:func:`fetal_detect.measure.ruler_dots.dot_column`: crisp dots drawn over tissue,
+    right edge first, then left) as a read: with the user's interval, else ambiguous (5 mm or 1 cm)."""
+    from fetal_detect.measure.ruler_dots import dot_column
+
+    w = grey.shape[1]
+    edge = max(8, int(round(EDGE_FRACTION * w)))
+    for side, x0 in (("right", w - edge), ("left", 0)):
+        found = dot_column(grey[:, x0:x0 + edge], x0)
+        if found is not None:
+            break
+    else:
+        return None
+    t, ticks, rms = found
+    n = len(ticks)
+    kw = dict(spacing_px=t, ticks=ticks, confidence=round(min(1.0, n / 10), 3), side=side, rms_px=rms,
+              pattern="dots", x_spread_px=float(np.std([x for x, _ in ticks])))
+    if interval_mm is not None:
+        px = interval_mm / t
+        if PLAUSIBLE_MM[0] <= px <= PLAUSIBLE_MM[1]:
+            return Ruler(px, f"{n} dots {t:.2f} px apart ({interval_mm:g} mm each, user)", "ruler", interval_mm,
+                         "user", **kw)
+        return None
+    cands = [c for c in AMBIGUOUS_INTERVALS_MM if PLAUSIBLE_MM[0] <= c / t <= PLAUSIBLE_MM[1]]
+    return Ruler(None, f"{n} dots {t:.2f} px apart fit both 5 mm and 1 cm: give the interval "
+                 "(or let the anatomy pick it)", None, None, None, interval_candidates_mm=cands, **kw)
+
+
+def _scan(grey: np.ndarray, interval_mm: float | None, min_ticks: int) -> list[tuple[float, Ruler]]:
+    """(column score, read) for the best columns of the left, right and bottom strips."""
+    h, w = grey.shape
     edge = max(8, int(round(EDGE_FRACTION * w)))
     lo, hi = MIN_PERIOD_PX, h / (min_ticks - 1)
     cands = []
@@ -227,21 +316,11 @@ def read_ruler(grey: np.ndarray, interval_mm: float | None = None, min_ticks: in
             if any(abs(x - t) < 2 for t in tried):
                 continue
             tried.append(int(x))
-            cands.append((float(score[x]), _candidate(resp, int(x), float(lag[x]), interval_mm, min_ticks, side, x0)))
-            if cands[-1][1].pixel_size_mm is not None:  # this side's ruler is read: the next columns are its edges
+            r = _candidate(resp, int(x), float(lag[x]), interval_mm, min_ticks, side, x0)
+            cands.append((float(score[x]), r))
+            if r.pixel_size_mm is not None or r.ambiguous:  # this side's ruler is read: the next columns are its edges
                 break
-    if not cands:
-        return _refuse("no periodic tick column near the left or right edge", interval_mm)
-    ok = [(s * r.confidence, r) for s, r in cands if r.pixel_size_mm is not None]
-    if ok:
-        ok.sort(key=lambda c: -c[0])
-        best = ok[0][1]
-        other = next(((sc, r) for sc, r in ok[1:] if r.side != best.side), None)
-        if other and abs(other[1].pixel_size_mm / best.pixel_size_mm - 1) > 0.05 and other[0] > 0.5 * ok[0][0]:
-            return _refuse(f"the {best.side} and {other[1].side} rulers disagree on the scale", interval_mm)
-        return best
-    cands.sort(key=lambda c: (-len(c[1].ticks), -c[0]))  # the refusal that came closest to a ruler
-    return cands[0][1]
+    return cands
 
 
 def draw_ruler(image: np.ndarray, ruler: Ruler | dict, color=(0, 220, 255)) -> np.ndarray:

@@ -105,10 +105,14 @@ class Analyzer:
         names = [task] if task != measurers.AUTO else self.route(image, res)
         if task == measurers.AUTO and not names and res.status == "ok":
             res.status, res.reason = "no_standard_plane", f"plane '{res.plane}': no measurement serves it"
-        for name in names:
-            m = self._run(name, image, pixel_size_mm, (options or {}).get(name, {}), strict, routed=task != name)
-            res.results[name] = m
-            res.models.update(m.models)
+        self._run_all(names, image, pixel_size_mm, options, strict, task, res)
+        if calibration is not None and "nt" in res.results:  # the anatomy checks (or picks) a ruler's scale
+            from fetal_detect.measure.calibration import review_with_anatomy
+
+            reviewed, changed = review_with_anatomy(calibration, res.results["nt"].details.get("detections"))
+            res.calibrate(reviewed)
+            if changed:  # measure again in the reviewed unit (nt-det's detections are memoised per image)
+                self._run_all(names, image, reviewed.pixel_size_mm, options, strict, task, res)
         res.measurers = list(res.results)
         if res.results:
             statuses = [m.status for m in res.results.values()]
@@ -119,6 +123,13 @@ class Analyzer:
             self.gate.review(image, res)  # plausibility (skull rim, NT view): may refuse the whole image
         res.processing_ms = round((time.perf_counter() - t0) * 1000, 1)
         return res
+
+    def _run_all(self, names: list[str], image: np.ndarray, pixel_size_mm: float | None, options: dict | None,
+                 strict: bool, task: str, res: Result) -> None:
+        for name in names:
+            m = self._run(name, image, pixel_size_mm, (options or {}).get(name, {}), strict, routed=task != name)
+            res.results[name] = m
+            res.models.update(m.models)
 
     def route(self, image: np.ndarray, res: Result) -> list[str]:
         """The auto router: plane-cls -> the plane gate -> the measurers the table routes the plane to.
