@@ -12,11 +12,16 @@ def register(sub):
                                    "right edge), fit the tick spacing over all ticks and print one JSON object per "
                                    "image: pixel_size_mm (null when refused), reason, spacing_px, ticks [[x, y]], "
                                    "confidence, pattern. Refuses rather than guesses (too few ticks, irregular "
-                                   "gaps, ambiguous pattern). Exit status 2 when a file cannot be read.")
+                                   "gaps). A clean ruler whose tick interval is ambiguous (the right-edge dot "
+                                   "column of the Siemens layout, 3-4 sparse dots, a long tick every 5) prints "
+                                   "pixel_size_candidates_mm (5 mm and 1 cm) instead: give --interval-mm, or "
+                                   "let `analyze`/`batch` pick it from the fetal anatomy on first-trimester "
+                                   "images. Exit status 2 when a file cannot be read.")
     p.add_argument("images", nargs="+", metavar="IMAGE", help="PNG/JPEG/BMP/TIFF or DICOM files")
     p.add_argument("--interval-mm", dest="interval_mm", metavar="MM",
-                   help="mm between neighbouring ticks (default: 5 mm, read from the tick pattern; a pattern "
-                        "that fits both 5 mm and 1 cm ticks is refused unless this is given)")
+                   help="mm between neighbouring ticks (default: read from the tick pattern, 5 mm on the "
+                        "left-edge GE layout; a pattern that fits both 5 mm and 1 cm ticks is refused unless "
+                        "this is given)")
     p.add_argument("--overlay", metavar="DIR", help="write IMAGE-ruler.png with the ticks used into DIR")
     p.set_defaults(func=run)
 

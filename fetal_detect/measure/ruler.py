@@ -211,7 +211,7 @@ def _candidate(resp: np.ndarray, x: int, period_guess: float, interval_mm: float
         interval, how = auto_interval_mm(pattern, side), "default"
         if interval is None or n < MIN_TICKS:
             why = ("a long tick every 5" if pattern.startswith("major every 5") else
-                   f"only {n} marks" if n < MIN_TICKS else "a dot column at the right edge")
+                   f"only {n} marks" if n < MIN_TICKS else "a tick column at the right edge (Siemens layout)")
             cands = [c for c in AMBIGUOUS_INTERVALS_MM if PLAUSIBLE_MM[0] <= c / t <= PLAUSIBLE_MM[1]]
             return Ruler(None, f"{n} ticks {t:.2f} px apart, but {why} fits both 5 mm and 1 cm ticks: give the "
                          "interval (or let the anatomy pick it)", None, None, None, t, ticks, round(conf, 3), side,
@@ -333,8 +333,11 @@ def draw_ruler(image: np.ndarray, ruler: Ruler | dict, color=(0, 220, 255)) -> n
     ticks = r.get("ticks") or []
     if ticks:
         x, y = ticks[0]
+        cands = r.get("pixel_size_candidates_mm")
         text = (f"{r['pixel_size_mm']:.4f} mm/px ({r['spacing_px']:.2f} px / {r['interval_mm']:g} mm)"
-                if r.get("pixel_size_mm") else "ruler refused")
+                if r.get("pixel_size_mm") else
+                f"{r['spacing_px']:.2f} px: 5 mm or 1 cm? ({' or '.join(f'{c:.4f}' for c in cands)} mm/px)"
+                if cands else "ruler refused")
         tx = int(x) + 8 if x < out.shape[1] / 2 else max(0, int(x) - 8 - 7 * len(text))
         cv2.putText(out, text, (tx, max(12, int(y) - 6)), cv2.FONT_HERSHEY_SIMPLEX, 0.4, col, 1, cv2.LINE_AA)
     return out
