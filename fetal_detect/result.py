@@ -20,7 +20,8 @@ import numpy as np
 
 STATUSES = ("ok", "no_finding", "refused", "no_standard_plane", "error")
 HEAD = ("path", "sha256", "plane", "plane_confidence", "measurers")  # batch columns before the measurements
-TAIL = ("quality", "status", "reason", "pixel_size_mm", "pixel_size_source", "models", "version", "processing_ms")
+TAIL = ("quality", "status", "reason", "pixel_size_mm", "pixel_size_source", "pixel_size_detail", "models", "version",
+        "processing_ms")
 
 
 @dataclass
@@ -150,6 +151,7 @@ class Result:
             row[c] = _cell(values[c] if c in values else details.get(c))
         row.update(quality=self.quality, status=self.status, reason=self.reason, pixel_size_mm=self.pixel_size_mm,
                    pixel_size_source=self.pixel_size_source if self.pixel_size_mm is not None else None,
+                   pixel_size_detail=self.pixel_size_detail,
                    models=models_string(self.models), version=self.version, processing_ms=self.processing_ms)
         if self.extra.get("overlay_file"):
             row["overlay"] = self.extra["overlay_file"]

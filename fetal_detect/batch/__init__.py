@@ -4,7 +4,7 @@
 ``path`` column (and optionally ``pixel_size_mm``), runs :class:`fetal_detect.pipeline.analyze.Analyzer`
 on every image and writes one row per image, :meth:`fetal_detect.result.Result.row` (``path, sha256, plane,
 plane_confidence, measurers``, the measurer table's columns ``hc_mm, bpd_mm, ..., nt_mm, ...``, then
-``quality, status, reason, pixel_size_mm, pixel_size_source, models, version, processing_ms``) to Parquet or CSV.
+``quality, status, reason, pixel_size_mm, pixel_size_source, pixel_size_detail, models, version, processing_ms``) to Parquet or CSV.
 
 Both engines run the same per-image function, :meth:`Worker.__call__` (path + pixel size -> row),
 with one :class:`Worker` (so one set of loaded models) per process: ``local`` in a

@@ -181,6 +181,7 @@ function fillFacts(report) {
     ["image", `${im.width} × ${im.height} px, ${im.format}` + (im.frames > 1 ? `, frame ${im.frame_index + 1} of ${im.frames}` : "")],
     ["pixel size", report.pixel_size_mm ? `${fmt(report.pixel_size_mm, 4)} mm (${SOURCES[report.pixel_size_source] ?? report.pixel_size_source})`
                                     : "none: lengths in px"],
+    ["calibration", report.pixel_size_detail || "–"],
     ["detections", String((report.overlay?.boxes || []).length)],
     ...planeFacts(report.results?.nt?.details || {}),
     ["models", Object.entries(report.models || {}).map(([t, m]) => `${t}: ${m.weights} (${m.backend})`).join("; ") || "–"],
