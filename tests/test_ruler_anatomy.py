@@ -109,16 +109,24 @@ class _CountingNT(Predictor):
         return [Prediction(instances=list(_CountingNT.answer)) for _ in images]
 
 
-def test_analyze_measures_nt_in_the_interval_the_anatomy_picked_with_one_detector_pass(scan, tmp_path, monkeypatch):
+@pytest.fixture
+def counting_analyzer(scan, tmp_path, monkeypatch):
+    """An Analyzer whose nt-det (the counting back-end) finds the phantom's NT and median-sized anatomy at
+    1 cm per dot of :func:`with_dots`."""
     from fetal_detect.pipeline.analyze import Analyzer
     from fetal_detect.runtime import BACKENDS
 
-    truth = 10 / DOT_SPACING
     nt_box = next(b for n, *b in scan.boxes if n == "NT")
-    _CountingNT.passes, _CountingNT.answer = 0, [Instance("NT", 0.9, tuple(nt_box)), *anatomy_boxes(truth)]
+    _CountingNT.passes = 0
+    _CountingNT.answer = [Instance("NT", 0.9, tuple(nt_box)), *anatomy_boxes(10 / DOT_SPACING)]
     monkeypatch.setitem(BACKENDS, ".pt", lambda: _CountingNT)
     (tmp_path / "nt-det.pt").write_bytes(b"nt")
-    a = Analyzer({"nt-det": str(tmp_path / "nt-det.pt"), "nt-seg": None}, gate=lambda image, pred: None)
+    return Analyzer({"nt-det": str(tmp_path / "nt-det.pt"), "nt-seg": None}, gate=lambda image, pred: None)
+
+
+def test_analyze_measures_nt_in_the_interval_the_anatomy_picked_with_one_detector_pass(scan, counting_analyzer):
+    truth = 10 / DOT_SPACING
+    a = counting_analyzer
     img = with_dots(scan.image)
     d = a.analyze(img, task="nt", calibration=resolve_pixel_size(image=img)).to_dict()
     assert d["pixel_size_source"] == "ruler" and d["pixel_size_mm"] == pytest.approx(truth, rel=1e-3)
@@ -126,3 +134,17 @@ def test_analyze_measures_nt_in_the_interval_the_anatomy_picked_with_one_detecto
     nt = d["results"]["nt"]
     assert nt["status"] == "ok" and d["measurements"]["nt_mm"] == pytest.approx(d["measurements"]["nt_px"] * truth, rel=1e-3)
     assert _CountingNT.passes == len(a.measurer("nt").detectors)  # measured twice, detected once
+
+
+def test_calibrate_with_anatomy_prints_the_interval_the_anatomy_picked(scan, counting_analyzer, tmp_path):
+    import cv2
+
+    from fetal_detect.commands.calibrate import calibrate_file
+
+    path = tmp_path / "siemens.png"
+    cv2.imwrite(str(path), with_dots(scan.image))
+    alone = calibrate_file(str(path))
+    assert alone["pixel_size_mm"] is None and len(alone["pixel_size_candidates_mm"]) == 2
+    out = calibrate_file(str(path), analyzer=counting_analyzer, overlay_dir=str(tmp_path / "ov"))
+    assert out["pixel_size_mm"] == pytest.approx(10 / DOT_SPACING, rel=1e-3) and out["source"] == "ruler"
+    assert out["interval_from"] == "anatomy" and out["anatomy"]["box_px"] and (tmp_path / "ov" / "siemens-ruler.png").exists()

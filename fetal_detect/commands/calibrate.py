@@ -23,17 +23,34 @@ def register(sub):
                         "left-edge GE layout; a pattern that fits both 5 mm and 1 cm ticks is refused unless "
                         "this is given)")
     p.add_argument("--overlay", metavar="DIR", help="write IMAGE-ruler.png with the ticks used into DIR")
+    p.add_argument("--anatomy", action="store_true",
+                   help="first-trimester mid-sagittal images: run nt-det and let the fetal anatomy (thalami, "
+                        "midbrain, palate) pick an ambiguous interval or veto a ruler 1.6x off, as analyze and "
+                        "batch do (adds 'anatomy' and the reviewed pixel_size_mm/detail)")
     p.set_defaults(func=run)
 
 
-def calibrate_file(path: str, interval_mm: float | None = None, overlay_dir: str | None = None) -> dict:
-    """One image -> the JSON object ``calibrate`` prints (raises FetalDetectError for unreadable files)."""
+def calibrate_file(path: str, interval_mm: float | None = None, overlay_dir: str | None = None,
+                   analyzer=None) -> dict:
+    """One image -> the JSON object ``calibrate`` prints (raises FetalDetectError for unreadable files).
+    ``analyzer``: review the read with the fetal anatomy, as ``analyze --task nt`` does."""
     from fetal_detect.io import load_image
     from fetal_detect.measure.ruler import draw_ruler, read_ruler
 
     loaded = load_image(path)
     ruler = read_ruler(loaded.image, interval_mm=interval_mm)
     out = {"image": str(path), **ruler.as_dict()}
+    if analyzer is not None:
+        from fetal_detect.measure.calibration import resolve_pixel_size
+
+        res = analyzer.analyze(loaded.image, task="nt",
+                               calibration=resolve_pixel_size(image=loaded.image, interval_mm=interval_mm))
+        reviewed = res.ruler or {}
+        out.update(pixel_size_mm=res.pixel_size_mm, source=res.pixel_size_source, reason=res.pixel_size_detail,
+                   interval_mm=reviewed.get("interval_mm", out.get("interval_mm")),
+                   interval_from=reviewed.get("interval_from", out.get("interval_from")),
+                   anatomy=reviewed.get("anatomy"))
+        ruler = reviewed or ruler
     if loaded.pixel_size_mm is not None:
         out["dicom_pixel_size_mm"] = loaded.pixel_size_mm
     if overlay_dir:
@@ -59,10 +76,15 @@ def parse_interval_mm(text: str | None) -> float | None:
 
 def run(args) -> int:
     interval = parse_interval_mm(args.interval_mm)
+    analyzer = None
+    if args.anatomy:
+        from fetal_detect.pipeline.analyze import Analyzer
+
+        analyzer = Analyzer()
     status = 0
     for path in args.images:
         try:
-            out = calibrate_file(path, interval, args.overlay)
+            out = calibrate_file(path, interval, args.overlay, analyzer)
         except FetalDetectError as e:
             print(f"fetal-detect: error: {e}", file=sys.stderr)
             out, status = {"image": str(path), "pixel_size_mm": None, "source": None, "error": str(e)}, 2
