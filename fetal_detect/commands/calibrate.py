@@ -41,10 +41,9 @@ def calibrate_file(path: str, interval_mm: float | None = None, overlay_dir: str
     ruler = read_ruler(loaded.image, interval_mm=interval_mm)
     out = {"image": str(path), **ruler.as_dict()}
     if analyzer is not None:
-        from fetal_detect.measure.calibration import resolve_pixel_size
+        from fetal_detect.measure.calibration import ruler_calibration
 
-        res = analyzer.analyze(loaded.image, task="nt",
-                               calibration=resolve_pixel_size(image=loaded.image, interval_mm=interval_mm))
+        res = analyzer.analyze(loaded.image, task="nt", calibration=ruler_calibration(ruler))
         reviewed = res.ruler or {}
         out.update(pixel_size_mm=res.pixel_size_mm, source=res.pixel_size_source, reason=res.pixel_size_detail,
                    interval_mm=reviewed.get("interval_mm", out.get("interval_mm")),

@@ -59,7 +59,7 @@ def _read_all(paths: list[Path], progress: bool) -> tuple[list[dict], list]:
         ms = (time.perf_counter() - t0) * 1000
         rows.append({"image": p.name, "pixel_size_mm": r.pixel_size_mm, "side": r.side, "spacing_px": r.spacing_px,
                      "n_ticks": len(r.ticks), "pattern": r.pattern, "confidence": r.confidence, "reason": r.reason,
-                     "ambiguous": r.ambiguous, "ruler_ms": round(ms, 1), "_grey": grey if r.pixel_size_mm else None})
+                     "ambiguous": r.ambiguous, "ruler_ms": round(ms, 1), "_ruler": r})
         if r.pixel_size_mm and len(tiles) < 16:
             tiles.append(draw_ruler(grey, r))
     return rows, tiles
@@ -105,23 +105,24 @@ def _automatic_nt(rows: list[dict], img_root: Path, keep: set[str] | None, weigh
     import cv2
     from tqdm import tqdm
 
-    from fetal_detect.measure.calibration import resolve_pixel_size
+    from fetal_detect.measure.calibration import ruler_calibration
     from fetal_detect.pipeline.analyze import Analyzer
 
     analyzer = Analyzer({"nt-det": str(weights)} if weights else None)
     todo = [r for r in rows if keep is None or Path(r["image"]).stem in keep]
     for r in tqdm(todo, desc="automatic NT", unit="img", disable=not progress):
+        # read again rather than kept from the ruler pass: a whole set of frames in memory is ~0.3 GB
         grey = cv2.imread(str(img_root / "images" / r["image"]), cv2.IMREAD_GRAYSCALE)
-        if grey is None:
+        if grey is None or "_ruler" not in r:
             r["nt_status"] = "unreadable"
             continue
-        res = analyzer.analyze(grey, task="nt", calibration=resolve_pixel_size(image=grey))
+        res = analyzer.analyze(grey, task="nt", calibration=ruler_calibration(r["_ruler"]))
         nt = res.results.get("nt")
         anatomy = (res.ruler or {}).get("anatomy") or {}
         r.update(calibrated_mm=res.pixel_size_mm, calibration=res.pixel_size_detail,
                  interval_from=(res.ruler or {}).get("interval_from") if res.pixel_size_mm else None,
                  anatomy_mm=anatomy.get("pixel_size_mm"), nt_status=nt.status if nt else res.status)
-        if nt is not None and nt.status == "ok" or (nt is not None and nt.details.get("nt_mm_unsuitable_plane")):
+        if nt is not None and (nt.status == "ok" or nt.details.get("nt_mm_unsuitable_plane")):
             r.update(nt_mm=nt.values.get("nt_mm") or nt.details.get("nt_mm_unsuitable_plane"),
                      nt_plane_ok=nt.details.get("plane_ok"), nt_risk_flag=(nt.details.get("risk") or {}).get("flag"))
     done = [r for r in todo if "nt_status" in r and r["nt_status"] != "unreadable"]
@@ -147,27 +148,22 @@ def _automatic_nt(rows: list[dict], img_root: Path, keep: set[str] | None, weigh
 
 def _annotated_anatomy(rows: list[dict], img_root: Path) -> dict:
     """Scale check without a reference pixel size: the thalami, midbrain and palate boxes annotated in
-    ``ObjectDetection.csv``, in mm at the calibrated pixel size, against their 11-14 week medians
-    (:data:`fetal_detect.measure.anatomy_scale.REFERENCE_MM`). A wrong interval shows as a ratio near 0.5 or 2."""
-    import csv
+    the set's box table, in mm at the calibrated pixel size, against their 11-14 week medians (the scale
+    they imply, :func:`fetal_detect.measure.anatomy_scale.implied_pixel_size_mm`). A wrong interval shows
+    as a ratio near 0.5 or 2."""
+    from fetal_detect.data.converters.shenzhen_nt import iter_boxes
+    from fetal_detect.measure.anatomy_scale import implied_pixel_size_mm
 
-    from fetal_detect.measure.anatomy_scale import REFERENCE_MM
-
-    table = img_root / "ObjectDetection.csv"
-    if not table.exists():
+    try:
+        items, _ = iter_boxes(img_root)
+    except FetalDetectError:
         return {"n": 0}
-    sizes: dict[str, dict[str, float]] = {}
-    with open(table, newline="") as f:
-        for b in csv.DictReader(f):
-            if b.get("structure") in REFERENCE_MM:
-                side = max(float(b["w_max"]) - float(b["w_min"]), float(b["h_max"]) - float(b["h_min"]))
-                sizes.setdefault(b["fname"], {})[b["structure"]] = side
+    boxes = {p.name: [{"name": n, "confidence": 1.0, "box_xyxy": b} for n, *b in found] for p, found in items}
     ratios = []
     for r in rows:
-        found = sizes.get(r["image"], {})
-        if len(found) >= 2:
-            ratios.append(float(np.exp(np.mean([np.log(v * r["calibrated_mm"] / REFERENCE_MM[k])
-                                                for k, v in found.items()]))))
+        anatomy_mm = implied_pixel_size_mm(boxes.get(r["image"]))[0]
+        if anatomy_mm is not None:
+            ratios.append(r["calibrated_mm"] / anatomy_mm)
     if not ratios:
         return {"n": 0}
     q = np.asarray(ratios)
@@ -208,7 +204,7 @@ def evaluate(data: str | Path, weights: str | Path | None = None, out: str | Pat
                    **_coverage(rows)}
         _, metrics["automatic_nt"] = _automatic_nt(rows, img_root, keep, weights, progress)
     for r in rows:
-        r.pop("_grey", None)
+        r.pop("_ruler", None)
     write_csv(out / "per_image.csv", rows)
     if tiles:
         write_image(out / "ruler_sheet.png", contact_sheet(tiles, cols=4))

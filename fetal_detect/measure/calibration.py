@@ -53,7 +53,11 @@ def resolve_pixel_size(user_mm: float | None = None, dicom_mm: float | None = No
         return Calibration(None, None, "no pixel size given and no DICOM calibration: lengths in px")
     from fetal_detect.measure.ruler import read_ruler
 
-    r = read_ruler(image, interval_mm=interval_mm)
+    return ruler_calibration(read_ruler(image, interval_mm=interval_mm))
+
+
+def ruler_calibration(r) -> Calibration:
+    """The calibration a :class:`fetal_detect.measure.ruler.Ruler` read gives (for a read already made)."""
     if r.pixel_size_mm is None:
         return Calibration(None, None, f"no usable on-screen ruler ({r.reason}): lengths in px", r.as_dict())
     return Calibration(r.pixel_size_mm, "ruler", f"{RULER_NOTE}: {r.reason}", r.as_dict())
@@ -85,9 +89,9 @@ def review_with_anatomy(cal: Calibration, detections: list[dict] | None) -> tupl
     ruler = {**r, "anatomy": evidence}
     if cal.source == "ruler":
         if anat.disagrees(cal.pixel_size_mm, anatomy_mm):
-            return Calibration(None, None, f"the on-screen ruler ({cal.pixel_size_mm:.4f} mm/px) disagrees with the "
-                               f"fetal anatomy ({anatomy_mm:.4f} mm/px, {cal.pixel_size_mm / anatomy_mm:.2f}x): not used, "
-                               "lengths in px", {**ruler, "used": False}), True
+            return Calibration(None, None, f"the on-screen ruler ({cal.pixel_size_mm:.4f} mm/px) disagrees with "
+                               f"the fetal anatomy ({anatomy_mm:.4f} mm/px, {cal.pixel_size_mm / anatomy_mm:.2f}x): "
+                               "not used, lengths in px", {**ruler, "used": False}), True
         return Calibration(cal.pixel_size_mm, cal.source, cal.detail, ruler), False
     chosen = anat.pick(r.get("pixel_size_candidates_mm") or [], anatomy_mm)
     if chosen is None:

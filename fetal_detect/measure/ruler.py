@@ -70,6 +70,11 @@ class Ruler:
         return bool(self.interval_candidates_mm) and self.pixel_size_mm is None and bool(self.spacing_px)
 
     @property
+    def column_read(self) -> bool:
+        """A ruler column was read: calibrated, or clean with an ambiguous interval."""
+        return self.pixel_size_mm is not None or self.ambiguous
+
+    @property
     def pixel_size_candidates_mm(self) -> list[float]:
         return [i / self.spacing_px for i in self.interval_candidates_mm or []] if self.spacing_px else []
 
@@ -113,6 +118,15 @@ def auto_interval_mm(pattern: str | None, side: str = "left") -> float | None:
 
 
 AMBIGUOUS_INTERVALS_MM = [5.0, 10.0]
+
+
+def _plausible(px: float) -> bool:
+    return PLAUSIBLE_MM[0] <= px <= PLAUSIBLE_MM[1]
+
+
+def _candidate_intervals(spacing_px: float) -> list[float]:
+    """The ambiguous intervals (5 mm, 1 cm) that give a plausible pixel size at ``spacing_px``."""
+    return [c for c in AMBIGUOUS_INTERVALS_MM if _plausible(c / spacing_px)]
 
 
 def _candidate(resp: np.ndarray, x: int, period_guess: float, interval_mm: float, min_ticks: int,
@@ -193,7 +207,8 @@ def _candidate(resp: np.ndarray, x: int, period_guess: float, interval_mm: float
                           or contrast < 2 * MIN_CONTRAST or (n - 1) * t < SPARSE_SPAN * h):
         # 3-4 dots: crisp, exactly in line, none missing, over much of the height (not lines of text)
         return _refuse(f"only {n} marks and they are not a crisp, evenly spaced dot column", interval_mm, **kw)
-    if side != "bottom" and ((x1s <= offset).any() or (x2s >= offset + w - 1 - (BORDER_PX if side == "right" else 0)).any()):
+    right_margin = BORDER_PX if side == "right" else 0
+    if side != "bottom" and ((x1s <= offset).any() or (x2s >= offset + w - 1 - right_margin).any()):
         return _refuse("marks touch the image border: not ruler ticks", interval_mm, **kw)
     if np.median(lengths) > 40:
         return _refuse(f"marks {np.median(lengths):.0f} px long are not ruler ticks", interval_mm, **kw)
@@ -212,12 +227,12 @@ def _candidate(resp: np.ndarray, x: int, period_guess: float, interval_mm: float
         if interval is None or n < MIN_TICKS:
             why = ("a long tick every 5" if pattern.startswith("major every 5") else
                    f"only {n} marks" if n < MIN_TICKS else "a tick column at the right edge (Siemens layout)")
-            cands = [c for c in AMBIGUOUS_INTERVALS_MM if PLAUSIBLE_MM[0] <= c / t <= PLAUSIBLE_MM[1]]
+            cands = _candidate_intervals(t)
             return Ruler(None, f"{n} ticks {t:.2f} px apart, but {why} fits both 5 mm and 1 cm ticks: give the "
                          "interval (or let the anatomy pick it)", None, None, None, t, ticks, round(conf, 3), side,
                          rms, pattern, float(aligned), contrast, cands)
     px = interval / t
-    if not PLAUSIBLE_MM[0] <= px <= PLAUSIBLE_MM[1]:
+    if not _plausible(px):
         return _refuse(f"implausible pixel size {px:.4f} mm ({t:.1f} px per {interval:g} mm)", interval, **kw)
     return Ruler(px, f"{n} ticks {t:.2f} px apart ({interval:g} mm each, {how})", "ruler", interval, how, t,
                  ticks, round(conf, 3), side, rms, pattern, float(aligned), contrast)
@@ -244,9 +259,9 @@ def read_ruler(grey: np.ndarray, interval_mm: float | None = None, min_ticks: in
         return _refuse(f"image {w}x{h} px is smaller than a scanner screenshot (a resized export?): its ruler "
                        f"ticks may be thinned out or stretched, so the ruler is not read", interval_mm)
     cands = _scan(grey, interval_mm, min_ticks)
-    if not any(r.pixel_size_mm is not None or r.ambiguous for _, r in cands) and min_ticks > SPARSE_MIN_TICKS:
+    if not any(r.column_read for _, r in cands) and min_ticks > SPARSE_MIN_TICKS:
         cands += _scan(grey, interval_mm, SPARSE_MIN_TICKS)  # widely spaced dots (3-4 in view), strict checks
-    if not any(r.pixel_size_mm is not None or r.ambiguous for _, r in cands):
+    if not any(r.column_read for _, r in cands):
         dots = _dot_column(grey, interval_mm)  # crisp dots drawn over tissue
         if dots is not None:
             return dots
@@ -286,13 +301,12 @@ def _dot_column(grey: np.ndarray, interval_mm: float | None) -> Ruler | None:
               pattern="dots", x_spread_px=float(np.std([x for x, _ in ticks])))
     if interval_mm is not None:
         px = interval_mm / t
-        if PLAUSIBLE_MM[0] <= px <= PLAUSIBLE_MM[1]:
+        if _plausible(px):
             return Ruler(px, f"{n} dots {t:.2f} px apart ({interval_mm:g} mm each, user)", "ruler", interval_mm,
                          "user", **kw)
         return None
-    cands = [c for c in AMBIGUOUS_INTERVALS_MM if PLAUSIBLE_MM[0] <= c / t <= PLAUSIBLE_MM[1]]
     return Ruler(None, f"{n} dots {t:.2f} px apart fit both 5 mm and 1 cm: give the interval "
-                 "(or let the anatomy pick it)", None, None, None, interval_candidates_mm=cands, **kw)
+                 "(or let the anatomy pick it)", None, None, None, interval_candidates_mm=_candidate_intervals(t), **kw)
 
 
 def _scan(grey: np.ndarray, interval_mm: float | None, min_ticks: int) -> list[tuple[float, Ruler]]:
@@ -318,7 +332,7 @@ def _scan(grey: np.ndarray, interval_mm: float | None, min_ticks: int) -> list[t
             tried.append(int(x))
             r = _candidate(resp, int(x), float(lag[x]), interval_mm, min_ticks, side, x0)
             cands.append((float(score[x]), r))
-            if r.pixel_size_mm is not None or r.ambiguous:  # this side's ruler is read: the next columns are its edges
+            if r.column_read:  # this side's ruler is read: the next columns are its edges
                 break
     return cands
 
