@@ -182,7 +182,6 @@ class AbstainGate:
         if stats is not None:
             th.update({k: v for k, v in stats.meta.get("thresholds", {}).items() if k in th})
         self.thresholds = th
-        self._matches: dict[str, bool] = {}  # classifier weights -> were the statistics fitted for them?
         self._last: tuple[int, dict] | None = None  # (id of the image, its checks) for review()
 
     def __call__(self, image: np.ndarray, pred) -> str | None:
@@ -238,16 +237,11 @@ class AbstainGate:
         if feats is None:
             return f"the {getattr(classifier, 'backend', '?')} back-end exposes no features"
         want = self.stats.meta.get("plane_cls_sha256")
-        key = str(getattr(classifier, "weights", ""))
-        if want and key not in self._matches:
-            from fetal_detect.data.registry import file_sha256
+        if want:
+            from fetal_detect.runtime import weights_sha256  # hashed once per version of the file
 
-            try:
-                self._matches[key] = file_sha256(Path(key)) == want
-            except OSError:
-                self._matches[key] = False
-        if want and not self._matches[key]:
-            return "the statistics were fitted for another plane-cls model (refit: python -m fetal_detect.evaluate.plane_gate)"
+            if weights_sha256(str(getattr(classifier, "weights", ""))) != want:
+                return "the statistics were fitted for another plane-cls model (refit: python -m fetal_detect.evaluate.plane_gate)"
         return None
 
     def review(self, image: np.ndarray, res) -> None:
