@@ -23,7 +23,7 @@ import yaml
 
 from fetal_detect import settings
 from fetal_detect.data.converters import Record, detect_layout, get_reader
-from fetal_detect.data.splits import assign_splits, check_no_leakage
+from fetal_detect.data.splits import assign_by_rule, check_no_leakage
 from fetal_detect.errors import FetalDetectError
 from fetal_detect.io import stream_sha256
 
@@ -251,8 +251,7 @@ def _assign(records: list[Record], entry: DatasetEntry, folds: int | None, fold:
     rule = entry.split or {}
     if rule.get("use_source_split") and not folds and all(r.split for r in records):
         return [r.split for r in records]
-    return assign_splits([r.patient_id for r in records], val=float(rule.get("val", 0.15)),
-                         test=float(rule.get("test", 0.0)), seed=int(rule.get("seed", 0)), folds=folds, fold=fold)
+    return assign_by_rule([r.patient_id for r in records], rule, folds=folds, fold=fold)
 
 
 def write_dataset(records: list[Record], entry: DatasetEntry, kind: str, out: Path, fingerprint: str,

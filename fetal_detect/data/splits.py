@@ -60,6 +60,14 @@ def assign_splits(patients: list[str], val: float = 0.15, test: float = 0.0, see
     return [split_of[p] for p in patients]
 
 
+def assign_by_rule(patients: list[str], rule: dict | None, folds: int | None = None, fold: int = 0) -> list[str]:
+    """:func:`assign_splits` with a dataset entry's ``split:`` rule (``val``, ``test``, ``seed``; defaults
+    0.15, 0, 0): the one reading of that rule, for preparing a set and for re-deriving its splits."""
+    rule = rule or {}
+    return assign_splits(patients, val=float(rule.get("val", 0.15)), test=float(rule.get("test", 0.0)),
+                         seed=int(rule.get("seed", 0)), folds=folds, fold=fold)
+
+
 def check_no_leakage(patients: list[str], splits: list[str]) -> None:
     """Raise if any patient appears in two splits (a guard run on every converted dataset)."""
     seen: dict[str, str] = {}

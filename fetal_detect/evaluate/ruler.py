@@ -84,17 +84,15 @@ def _coverage(rows: list[dict]) -> dict:
 
 def _shenzhen_split(data: str, split: str) -> tuple[Path, set[str] | None, str]:
     from fetal_detect.data import registry
-    from fetal_detect.data.splits import assign_splits
+    from fetal_detect.data.splits import assign_by_rule
 
     entry = registry.get_entry(str(data))
     if entry.layout != "shenzhen-nt" or entry.root is None:
         raise FetalDetectError(f"ruler: --data needs pixel_size.csv or a Shenzhen NT set, got '{data}'")
     if Path(str(data)).is_dir() or split == "all":
         return Path(entry.root), None, f"all images of {entry.root}"
-    rule = entry.split or {}
     stems = sorted(p.stem for p in (Path(entry.root) / "images").iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-    splits = assign_splits(stems, val=float(rule.get("val", 0.15)), test=float(rule.get("test", 0.0)),
-                           seed=int(rule.get("seed", 0)))
+    splits = assign_by_rule(stems, entry.split)
     return Path(entry.root), {s for s, sp in zip(stems, splits) if sp == split}, f"{entry.name} {split} split"
 
 

@@ -118,12 +118,10 @@ def _held_out(opts: dict, items) -> set[str]:
     if not name:
         return set()
     from fetal_detect.data.registry import get_entry
-    from fetal_detect.data.splits import assign_splits
+    from fetal_detect.data.splits import assign_by_rule
 
-    rule = get_entry(name).split or {}
     stems = [img.stem for img, _ in items]
-    splits = assign_splits(stems, val=float(rule.get("val", 0.15)), test=float(rule.get("test", 0.0)),
-                           seed=int(rule.get("seed", 0)))
+    splits = assign_by_rule(stems, get_entry(name).split)
     return {s for s, sp in zip(stems, splits) if sp != "train"}
 
 
