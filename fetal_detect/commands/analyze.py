@@ -43,23 +43,8 @@ def register(sub):
 
 
 def run(args) -> int:
-    from fetal_detect.commands import print_json
-    from fetal_detect.commands.measure import positive_mm
-    from fetal_detect.pipeline.analyze import call_options
-    from fetal_detect.io import load_image
-    from fetal_detect.measure.calibration import calibrate_image
-    from fetal_detect.pipeline.analyze import Analyzer, parse_weights
+    from fetal_detect.commands.measure import analyze_image
+    from fetal_detect.pipeline.analyze import Analyzer, call_options, parse_weights
 
-    weights = parse_weights(args.weights, args.task)
-    loaded = load_image(args.image)
-    cal = calibrate_image(loaded, positive_mm(args.pixel_size) if args.pixel_size else None, user_detail="--pixel-size")
-    result = Analyzer(weights, backend=args.backend).analyze(loaded.image, task=args.task, calibration=cal,
-                                                            options=call_options(getattr(args, "strict_plane", False)))
-    result.extra["image"] = str(args.image)
-    if args.overlay:
-        from fetal_detect.report import draw_overlay, write_image
-
-        write_image(args.overlay, draw_overlay(loaded.image, result.overlay, result.measurements, result.units))
-        result.extra["overlay_file"] = args.overlay
-    print_json(result.to_dict())
-    return 0
+    analyzer = Analyzer(parse_weights(args.weights, args.task), backend=args.backend)
+    return analyze_image(args, analyzer, args.task, call_options(getattr(args, "strict_plane", False)))

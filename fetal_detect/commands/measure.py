@@ -98,18 +98,25 @@ def register(sub):
 
 
 def run(args) -> int:
-    from fetal_detect.commands import print_json
-    from fetal_detect.io import load_image
-    from fetal_detect.measure.calibration import calibrate_image
     from fetal_detect.pipeline.analyze import Analyzer, parse_weights
 
     _, options, post = EXTRAS.get(args.kind, (None, None, None))
     ctor, call = options(args) if options else ({}, {})
     analyzer = Analyzer(parse_weights(args.weights, args.kind), backend=args.backend)
+    analyzer.measurer(args.kind, **ctor)
+    return analyze_image(args, analyzer, args.kind, {args.kind: call}, strict=True, post=post)
+
+
+def analyze_image(args, analyzer, task: str, options: dict, strict: bool = False, post=None) -> int:
+    """``analyze`` and ``measure``: load ``args.image``, calibrate (``--pixel-size`` > DICOM > ruler), analyse,
+    write ``--overlay``, print the result as JSON."""
+    from fetal_detect.commands import print_json
+    from fetal_detect.io import load_image
+    from fetal_detect.measure.calibration import calibrate_image
+
     loaded = load_image(args.image)
     cal = calibrate_image(loaded, positive_mm(args.pixel_size) if args.pixel_size else None, user_detail="--pixel-size")
-    analyzer.measurer(args.kind, **ctor)
-    result = analyzer.analyze(loaded.image, task=args.kind, calibration=cal, options={args.kind: call}, strict=True)
+    result = analyzer.analyze(loaded.image, task=task, calibration=cal, options=options, strict=strict)
     if post:
         post(result, args)
     result.extra["image"] = str(args.image)
