@@ -46,5 +46,6 @@ def run(args) -> int:
     from fetal_detect.commands.measure import analyze_image
     from fetal_detect.pipeline.analyze import Analyzer, call_options, parse_weights
 
-    analyzer = Analyzer(parse_weights(args.weights, args.task), backend=args.backend)
-    return analyze_image(args, analyzer, args.task, call_options(getattr(args, "strict_plane", False)))
+    weights = parse_weights(args.weights, args.task)
+    return analyze_image(args, lambda: Analyzer(weights, backend=args.backend), args.task,
+                         call_options(getattr(args, "strict_plane", False)))

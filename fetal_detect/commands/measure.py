@@ -102,21 +102,26 @@ def run(args) -> int:
 
     _, options, post = EXTRAS.get(args.kind, (None, None, None))
     ctor, call = options(args) if options else ({}, {})
-    analyzer = Analyzer(parse_weights(args.weights, args.kind), backend=args.backend)
-    analyzer.measurer(args.kind, **ctor)
-    return analyze_image(args, analyzer, args.kind, {args.kind: call}, strict=True, post=post)
+
+    def make_analyzer():
+        analyzer = Analyzer(parse_weights(args.weights, args.kind), backend=args.backend)
+        analyzer.measurer(args.kind, **ctor)
+        return analyzer
+
+    return analyze_image(args, make_analyzer, args.kind, {args.kind: call}, strict=True, post=post)
 
 
-def analyze_image(args, analyzer, task: str, options: dict, strict: bool = False, post=None) -> int:
-    """``analyze`` and ``measure``: load ``args.image``, calibrate (``--pixel-size`` > DICOM > ruler), analyse,
-    write ``--overlay``, print the result as JSON."""
+def analyze_image(args, make_analyzer, task: str, options: dict, strict: bool = False, post=None) -> int:
+    """``analyze`` and ``measure``: load ``args.image``, calibrate (``--pixel-size`` > DICOM > ruler), then
+    build the analyzer (so a bad file fails before any model loads), analyse, write ``--overlay``, print
+    the result as JSON."""
     from fetal_detect.commands import print_json
     from fetal_detect.io import load_image
     from fetal_detect.measure.calibration import calibrate_image
 
     loaded = load_image(args.image)
     cal = calibrate_image(loaded, positive_mm(args.pixel_size) if args.pixel_size else None, user_detail="--pixel-size")
-    result = analyzer.analyze(loaded.image, task=task, calibration=cal, options=options, strict=strict)
+    result = make_analyzer().analyze(loaded.image, task=task, calibration=cal, options=options, strict=strict)
     if post:
         post(result, args)
     result.extra["image"] = str(args.image)
